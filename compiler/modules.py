@@ -1,0 +1,199 @@
+"""Thin torch modules for the layer kinds torch lacks as modules.
+
+They take plain values and know nothing about specs. All `dim` arguments here are torch dims
+(batch included); the layer kinds translate from per-sample dims.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Add(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0] + xs[1]
+        for x in xs[2:]:
+            out = out + x
+        return out
+
+
+class Multiply(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0] * xs[1]
+        for x in xs[2:]:
+            out = out * x
+        return out
+
+
+class Concat(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class GlobalPool(nn.Module):
+    """Reduce every dim after the channels to one value (mean or max)."""
+
+    def __init__(self, mode: str, keep_dims: bool):
+        super().__init__()
+        self.mode = mode
+        self.keep_dims = keep_dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(2, x.dim()))
+        if self.mode == "avg":
+            return x.mean(dims, keepdim=self.keep_dims)
+        return x.amax(dims, keepdim=self.keep_dims)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, keep_dims={self.keep_dims}"
+
+
+class Mean(nn.Module):
+    def __init__(self, dims: tuple[int, ...], keep_dims: bool):
+        super().__init__()
+        self.dims = dims
+        self.keep_dims = keep_dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(self.dims, keepdim=self.keep_dims)
+
+
+class Reshape(nn.Module):
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+class Permute(nn.Module):
+    def __init__(self, dims: tuple[int, ...]):
+        super().__init__()
+        self.dims = (0, *dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.dims)
+
+
+class Select(nn.Module):
+    def __init__(self, dim: int, index: int):
+        super().__init__()
+        self.dim = dim
+        self.index = index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.select(self.dim, self.index)
+
+
+class Scale(nn.Module):
+    """Multiply by a constant, or by a learnable per-channel factor (layer scale)."""
+
+    def __init__(self, value: float, channels: int | None = None, view: tuple[int, ...] = ()):
+        super().__init__()
+        self.value = value
+        self.view = view
+        if channels is None:
+            self.weight = None
+        else:
+            self.weight = nn.Parameter(torch.full((channels,), float(value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None:
+            return x * self.value
+        return x * self.weight.view(self.view)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, with fixed, non-persistent buffers."""
+
+    def __init__(self, mean: list[float], std: list[float], rank: int):
+        super().__init__()
+        view = (1, len(mean)) + (1,) * (rank - 1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(view), False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(view), False)
+
+    def set(self, mean: list[float], std: list[float]) -> None:
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype).view_as(self.mean))
+        self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype).view_as(self.std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches projected by a strided conv, as a token sequence (N, D)."""
+
+    def __init__(self, in_channels: int, dim: int, size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=size, stride=size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class ClassToken(nn.Module):
+    """Prepend one learnable token to a (N, D) sequence."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.token.expand(x.shape[0], -1, -1), x], dim=1)
+
+
+class PositionEmbedding(nn.Module):
+    """Add a learnable (N, D) position embedding."""
+
+    def __init__(self, length: int, dim: int, std: float = 0.02):
+        super().__init__()
+        self.embedding = nn.Parameter(torch.empty(1, length, dim).normal_(std=std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.embedding
+
+
+class SelfAttention(nn.MultiheadAttention):
+    """Multi-head self-attention on a (N, D) sequence: query = key = value = x."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, bias: bool):
+        super().__init__(dim, heads, dropout=dropout, bias=bias, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x, x, x, need_weights=False)[0]
+
+
+class LSTM(nn.LSTM):
+    """LSTM over a (L, F) sequence returning the outputs, or the last step only."""
+
+    def __init__(self, *args, last_only: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.last_only = last_only
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = super().forward(x)[0]
+        return out[:, -1] if self.last_only else out
+
+
+class GRU(nn.GRU):
+    """GRU over a (L, F) sequence returning the outputs, or the last step only."""
+
+    def __init__(self, *args, last_only: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.last_only = last_only
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = super().forward(x)[0]
+        return out[:, -1] if self.last_only else out

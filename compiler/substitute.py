@@ -1,0 +1,83 @@
+"""`$name` and `${expression}` in block bodies and `vars`, evaluated in a jinja2 sandbox.
+
+Expressions are data-only: jinja2's SandboxedEnvironment compiles them, so a spec can compute
+`${width * 4}` or `${stride == 1 and cin == cout}` but can never reach Python objects or imports.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_NAME = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+_EXPR = re.compile(r"^\$\{(.+)\}$", re.S)
+
+
+class SubstitutionError(Exception):
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+_env = None
+
+
+def _sandbox():
+    global _env
+    if _env is None:
+        import jinja2
+        from jinja2.sandbox import SandboxedEnvironment
+
+        _env = SandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    return _env
+
+
+def substitute(value: Any, env: dict[str, Any]) -> Any:
+    """Replace `$name` / `${expr}` strings anywhere inside `value` (dicts and lists included)."""
+    if isinstance(value, str):
+        return _substitute_string(value, env)
+    if isinstance(value, dict):
+        return {k: substitute(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, env) for v in value]
+    return value
+
+
+def _substitute_string(text: str, env: dict[str, Any]) -> Any:
+    if not text.startswith("$"):
+        return text
+    m = _NAME.match(text)
+    if m:
+        name = m.group(1)
+        if name not in env:
+            from nnspec.compiler.suggest import did_you_mean
+
+            known = ", ".join(sorted(env)) or "none"
+            raise SubstitutionError(f"unknown variable ${name}{did_you_mean(name, env)}",
+                                    hint=f"variables here: {known}")
+        return env[name]
+    m = _EXPR.match(text)
+    if m:
+        return evaluate(m.group(1), env)
+    return text
+
+
+def evaluate(expression: str, env: dict[str, Any]) -> Any:
+    import jinja2
+
+    try:
+        compiled = _sandbox().compile_expression(expression, undefined_to_none=False)
+        result = compiled(**env)
+    except jinja2.TemplateSyntaxError as e:
+        raise SubstitutionError(f"cannot parse expression ${{{expression}}}: {e.message}") from None
+    except jinja2.UndefinedError as e:
+        known = ", ".join(sorted(env)) or "none"
+        raise SubstitutionError(f"in ${{{expression}}}: {e.message}",
+                                hint=f"variables here: {known}") from None
+    except jinja2.exceptions.SecurityError as e:
+        raise SubstitutionError(f"expression ${{{expression}}} is not allowed: {e}") from None
+    except Exception as e:  # arithmetic errors and the like, e.g. division by zero
+        raise SubstitutionError(f"expression ${{{expression}}} failed: {e}") from None
+    if isinstance(result, jinja2.Undefined):
+        raise SubstitutionError(f"expression ${{{expression}}} is undefined")
+    return result

@@ -1,0 +1,163 @@
+"""Training settings of a spec: optimizer, schedules, loss, and training defaults.
+
+Owned by the training stage; the compiler only validates them as part of the spec. Every model
+forbids extra keys and defaults every field, so `optimizer: {lr: 0.05}` is a complete section.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParamGroupConfig(_Strict):
+    """Parameters whose names match `params` (glob patterns on a parameter name or on the id of
+    a module holding it, e.g. `classifier` or `layer4.*`) train with their own settings."""
+
+    params: list[str] = Field(min_length=1)
+    lr: PositiveFloat | None = None
+    weight_decay: NonNegativeFloat | None = None
+
+
+class OptimizerConfig(_Strict):
+    type: Literal["sgd", "adam", "adamw", "rmsprop"] = "sgd"
+    lr: PositiveFloat = 0.1
+    momentum: Fraction = 0.0
+    """SGD and RMSprop momentum (Adam's counterpart is `betas[0]`)."""
+    nesterov: bool = False
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    alpha: Fraction = 0.99
+    """RMSprop's smoothing constant."""
+    weight_decay: NonNegativeFloat = 0.0
+    weight_decay_mode: Literal["l2", "decoupled"] | None = None
+    """`l2`: decay added to the gradient; `decoupled`: weights shrink separately (AdamW).
+    Default: `decoupled` for adamw, `l2` otherwise."""
+    no_decay: list[str] = Field(default_factory=list)
+    """`bias`, `norm` (parameters of batch/layer/group norm layers), or glob patterns on names."""
+    groups: list[ParamGroupConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OptimizerConfig:
+        if self.nesterov and not (self.type == "sgd" and self.momentum > 0):
+            raise ValueError("nesterov needs type: sgd and a momentum > 0")
+        if self.type == "adamw" and self.weight_decay_mode == "l2":
+            raise ValueError(
+                "adamw decouples weight decay by definition; for an L2 term use "
+                "type: adam with weight_decay_mode: l2",
+            )
+        return self
+
+    @property
+    def decay_mode(self) -> Literal["l2", "decoupled"]:
+        if self.weight_decay_mode is not None:
+            return self.weight_decay_mode
+        return "decoupled" if self.type == "adamw" else "l2"
+
+
+class _Warmup(_Strict):
+    warmup_epochs: NonNegativeFloat = 0.0
+    """Linear warmup from lr/warmup_steps to lr, then the schedule runs over the steps left."""
+
+
+class ConstantLR(_Warmup):
+    type: Literal["constant"] = "constant"
+
+
+class StepLR(_Warmup):
+    type: Literal["step"]
+    step_epochs: PositiveInt = 30
+    gamma: PositiveFloat = 0.1
+
+
+class MultiStepLR(_Warmup):
+    type: Literal["multistep"]
+    milestones: list[PositiveInt] = Field(min_length=1)
+    """Epochs (counted after warmup) at which the lr is multiplied by gamma."""
+    gamma: PositiveFloat = 0.1
+
+    @model_validator(mode="after")
+    def _increasing(self) -> MultiStepLR:
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)):
+            raise ValueError(f"milestones must increase, got {self.milestones}")
+        return self
+
+
+class CosineLR(_Warmup):
+    type: Literal["cosine"]
+    min_lr: NonNegativeFloat = 0.0
+
+
+class OneCycleLR(_Warmup):
+    """Smith's one-cycle policy as torch.optim.lr_scheduler.OneCycleLR (cosine annealing):
+    the optimizer's lr is the peak."""
+
+    type: Literal["one_cycle"]
+    pct_start: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
+    div_factor: PositiveFloat = 25.0
+    final_div_factor: PositiveFloat = 1e4
+
+
+LrScheduleConfig = Annotated[
+    ConstantLR | StepLR | MultiStepLR | CosineLR | OneCycleLR, Field(discriminator="type")
+]
+
+
+class ConstantMomentum(_Strict):
+    type: Literal["constant"] = "constant"
+
+
+class SutskeverMomentum(_Strict):
+    """Sutskever et al. (2013): mu_t = min(1 - 2^(-1 - log2(floor(t / period) + 1)), max)."""
+
+    type: Literal["sutskever"]
+    max: Fraction = 0.99
+    period: PositiveInt = 250
+
+
+MomentumScheduleConfig = Annotated[
+    ConstantMomentum | SutskeverMomentum, Field(discriminator="type")
+]
+
+
+class ScheduleConfig(_Strict):
+    lr: LrScheduleConfig = Field(default_factory=ConstantLR)
+    momentum: MomentumScheduleConfig = Field(default_factory=ConstantMomentum)
+
+
+class LossConfig(_Strict):
+    type: Literal["cross_entropy"] = "cross_entropy"
+    label_smoothing: Fraction = 0.0
+
+
+class TrainConfig(_Strict):
+    """Per-spec training defaults; the matching `nnspec train` flags override them."""
+
+    data: str = "digits"
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    seed: int = 0
+    val_fraction: Fraction = 0.1
+    test_fraction: Fraction = 0.2
+    grad_clip: PositiveFloat | None = None
+    """Clip the global gradient norm to this value."""
+    amp: bool = False
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    channels_last: bool = False
+    compile: bool = False
+    num_workers: Annotated[int, Field(ge=0)] = 0

@@ -1,0 +1,129 @@
+"""Turning pydantic validation errors into located, human-worded Problems."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from nnspec.compiler.errors import Problem
+from nnspec.compiler.load import PathKey, SourceMap, format_path
+from nnspec.compiler.suggest import did_you_mean
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic names union members in `loc`: model classes ("NormalizeSpec"),
+    # "literal['auto']", "function-after[...]", "list[int]", "int". Spec keys are snake_case.
+    return isinstance(part, str) and (
+        part[:1].isupper() or "[" in part or part in ("int", "float", "str", "bool", "none")
+    )
+
+
+def _value_at(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _message(err: dict, allowed: list[str] | None) -> str:
+    kind = err["type"]
+    loc = err["loc"]
+    key = loc[-1] if loc else ""
+    if kind == "extra_forbidden":
+        hint = did_you_mean(str(key), allowed or [])
+        return f"unknown key {key!r}{hint}"
+    if kind == "missing":
+        return f"missing required key {key!r}"
+    msg = err["msg"]
+    msg = msg[:1].lower() + msg[1:]
+    msg = msg.replace("input should be", "expected")
+    return f"{msg}, got {_describe(err.get('input'))}"
+
+
+def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str] | None:
+    """Field names of the model that owns the last element of `loc`, walking annotations."""
+    import typing
+
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part)
+            if field is None:
+                return None
+            current = _model_in(field.annotation, typing)
+        else:
+            current = None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return None
+
+
+def _model_in(annotation: Any, typing) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg, typing)
+        if found is not None:
+            return found
+    return None
+
+
+def problems_from_validation(
+    error: ValidationError,
+    data: Any,
+    base: PathKey,
+    source: SourceMap | None,
+    model: type[BaseModel] | None = None,
+    context: str = "",
+    strip_first: bool = False,
+) -> list[Problem]:
+    """Problems for every error in `error`, located at `base` + the error's loc.
+
+    `strip_first` drops the discriminator tag a discriminated union puts first in `loc`.
+    """
+    problems: list[Problem] = []
+    union_fallback: dict[tuple, list[str]] = {}
+    for err in error.errors():
+        loc = tuple(err["loc"])[1 if strip_first else 0:]
+        tags = [i for i, p in enumerate(loc) if _is_union_tag(p)]
+        if tags:
+            head = loc[: tags[0]]
+            clean = tuple(p for p in loc if not _is_union_tag(p))
+            value = _value_at(data, head)
+            if len(clean) == len(head):  # the member itself rejected the value's type
+                union_fallback.setdefault(head, []).append(err["msg"])
+                continue
+            if not isinstance(value, dict | list):
+                continue
+            loc = clean
+        err = {**err, "loc": loc}
+        allowed = _fields_at(model, loc) if err["type"] == "extra_forbidden" else None
+        path = base + loc
+        problems.append(Problem(
+            _message(err, allowed),
+            path=format_path(path),
+            mark=source.mark(path) if source else None,
+            context=context,
+        ))
+    located = {p.path for p in problems}
+    for head, messages in union_fallback.items():
+        path = base + head
+        if format_path(path) in located or any(p.path.startswith(format_path(path) + ".")
+                                               for p in problems):
+            continue
+        options = "; or ".join(dict.fromkeys(m.replace("Input should be ", "") for m in messages))
+        problems.append(Problem(
+            f"expected {options}, got {_describe(_value_at(data, head))}",
+            path=format_path(path), mark=source.mark(path) if source else None, context=context,
+        ))
+    return problems

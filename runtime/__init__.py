@@ -1,0 +1,1 @@
+"""nnspec.runtime: training, export, serving and reports on top of nnspec.compiler."""

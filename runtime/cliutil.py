@@ -1,0 +1,57 @@
+"""Arguments shared by every command that takes a spec: --set, --var, --plugin."""
+
+from __future__ import annotations
+
+import argparse
+
+from nnspec.compiler.errors import UsageError
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a spec value, e.g. --set optimizer.lr=0.05 --set network[3].conv.out=32",
+    )
+    parser.add_argument(
+        "--var",
+        dest="variables",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="variable for a *.yaml.j2 spec family, e.g. --var depth=50",
+    )
+    parser.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a Python module that registers extra layer kinds",
+    )
+
+
+def parse_variables(items: list[str]) -> dict[str, str]:
+    """`--var k=v` items as a dict; the values stay strings (the template decides types)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--var expects NAME=VALUE, got {item!r}")
+        out[name.strip()] = value
+    return out
+
+
+def spec_from_args(args: argparse.Namespace, source=None):
+    """Load the spec named by `source` (default: `args.spec`) with the shared options applied."""
+    from nnspec.compiler import load_plugins, load_spec
+
+    load_plugins(args.plugins)
+    return load_spec(
+        args.spec if source is None else source,
+        overrides=args.overrides,
+        variables=parse_variables(args.variables),
+    )
