@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from pydantic import ValidationError
 
 from nnspec.compiler.errors import Problem, SpecError
 from nnspec.compiler.load import SourceMap, apply_overrides, read_source
+from nnspec.compiler.resources import specs_dir
 from nnspec.compiler.schema import FORMAT_VERSION, MIGRATIONS, Spec
 from nnspec.compiler.suggest import did_you_mean
 from nnspec.compiler.validation import problems_from_validation
@@ -20,7 +20,7 @@ SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".yaml.j2", ".yml.j2", ".json.j2")
 
 def zoo_dir() -> Path:
     """The folder of bundled specs (the repository's `specs/`, installed as package data)."""
-    return Path(str(resources.files("nnspec.specs")))
+    return specs_dir()
 
 
 def zoo_names() -> list[str]:
