@@ -320,7 +320,9 @@ class Expander:
             shape, problem = infer_node(layer, config, in_shapes, dtypes)
             if problem:
                 message, hint = problem
-                self.problem(message, kpath, ctx, hint)
+                self.problems.append(Problem(  # the layer's path, the node's line
+                    message, path=format_path(kpath), hint=hint, context=ctx.context,
+                    mark=self.source.mark(path) if self.source else None))
         self.shapes[full] = shape
         ctx.names[local] = full
         if config is not None and shape is not None:
@@ -437,7 +439,7 @@ class Expander:
             self.fail(f"block {name!r} calls itself ({chain})", path, ctx)
         args = self.bind_args(name, block.args, self.subst(value, ctx, path), path, ctx)
         self.claim(ctx.full(local), path, ctx)
-        mark = self.source.mark(path) if self.source else None
+        mark = self.source.mark(path[:-1]) if self.source else None
         where = f"{format_path(path[:-1])}" + (f" ({mark})" if mark else "")
         scope = Scope("block", ctx.full(local), block=name, args=tuple(args.items()),
                       path=format_path(path[:-1]))

@@ -67,7 +67,7 @@ def initialize(model: nn.Module, graph: Graph, config: InitConfig) -> None:
         category = get_kind(node.kind).category
         module = model.get_submodule(node.id)
         weight = node.init.weight if node.init and node.init.weight else \
-            getattr(config, category, None) if category else None
+            config.scheme_for(node.kind, category)
         bias = node.init.bias if node.init and node.init.bias else config.bias
         for pname, param in module.named_parameters():
             is_bias = pname.rsplit(".", 1)[-1].startswith("bias") or "_bias" in pname

@@ -24,6 +24,8 @@ MAX_DEPTH = 64
 
 PathKey = tuple[str | int, ...]
 
+_SAFE_TAGS = {f"tag:yaml.org,2002:{t}" for t in
+              ("str", "int", "float", "bool", "null", "seq", "map", "merge")}
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 
@@ -78,6 +80,10 @@ class _Builder:
         if depth > MAX_DEPTH:
             raise SpecError(Problem(f"nesting deeper than {MAX_DEPTH} levels", mark=self.mark_of(node)))
         self.source.marks[path] = self.mark_of(node)
+        if node.tag not in _SAFE_TAGS:
+            raise SpecError(Problem(f"YAML tag {node.tag!r} is not allowed in a spec",
+                                    mark=self.mark_of(node), path=format_path(path),
+                                    hint="specs are plain data: no tags that construct objects"))
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:

@@ -86,6 +86,28 @@ class InitConfig(Strict):
     nonlinearity: Literal["relu", "leaky_relu", "linear", "tanh", "sigmoid", "selu"] | None = None
     zero_init_residual: bool = False
     seed: int | None = None
+    #: schemes for individual layer kinds (`conv_transpose: zeros`), more specific than categories
+    kinds: dict[str, InitScheme] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_kinds(cls, value):
+        if not isinstance(value, dict):
+            return value
+        from nnspec.compiler.layers import kind_names
+
+        names = set(kind_names()) - set(cls.model_fields)
+        kinds = {k: v for k, v in value.items() if k in names}
+        if not kinds:
+            return value
+        rest = {k: v for k, v in value.items() if k not in names}
+        return {**rest, "kinds": {**rest.get("kinds", {}), **kinds}}
+
+    def scheme_for(self, kind: str, category: str | None) -> InitScheme | None:
+        """The weight scheme for a layer kind: its own entry, else its category's."""
+        if kind in self.kinds:
+            return self.kinds[kind]
+        return getattr(self, category) if category else None
 
 
 class NodeInit(Strict):

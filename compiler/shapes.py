@@ -17,5 +17,7 @@ def infer_node(layer: LayerKind, config, in_shapes: list[Shape],
     try:
         return tuple(int(d) for d in layer.infer_shape(config, in_shapes)), None
     except ShapeError as e:
-        given = ", ".join(str(s) for s in in_shapes)
-        return None, (f"{e} (input shape {given})" if given not in str(e) else str(e), e.hint)
+        message = str(e)
+        if not any(str(s) in message for s in in_shapes):
+            message += f" (input shape {', '.join(str(s) for s in in_shapes)})"
+        return None, (message, e.hint)

@@ -15,7 +15,8 @@ def _is_union_tag(part: Any) -> bool:
     # pydantic names union members in `loc`: model classes ("NormalizeSpec"),
     # "literal['auto']", "function-after[...]", "list[int]", "int". Spec keys are snake_case.
     return isinstance(part, str) and (
-        part[:1].isupper() or "[" in part or part in ("int", "float", "str", "bool", "none")
+        part[:1].isupper() or "[" in part or "-" in part
+        or part in ("int", "float", "str", "bool", "none", "list", "dict")
     )
 
 
@@ -26,6 +27,10 @@ def _value_at(data: Any, loc: tuple) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return data
+
+
+_CONSTRAINTS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short",
+                "too_long", "string_pattern_mismatch", "multiple_of"}
 
 
 def _describe(value: Any) -> str:
@@ -42,10 +47,21 @@ def _message(err: dict, allowed: list[str] | None) -> str:
         return f"unknown key {key!r}{hint}"
     if kind == "missing":
         return f"missing required key {key!r}"
+    if kind in ("value_error", "assertion_error"):
+        return _expected(err)
+    return f"expected {_expected(err)}, got {_describe(err.get('input'))}"
+
+
+def _expected(err: dict) -> str:
+    """What an error says was expected, in words ('a positive integer', 'a valid list')."""
+    ctx = err.get("ctx") or {}
+    if err["type"] == "greater_than" and ctx.get("gt") == 0:
+        return "a positive integer" if isinstance(err.get("input"), int) else "a positive number"
     msg = err["msg"]
-    msg = msg[:1].lower() + msg[1:]
-    msg = msg.replace("input should be", "expected")
-    return f"{msg}, got {_describe(err.get('input'))}"
+    for prefix in ("Input should be ", "Value error, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg[:1].lower() + msg[1:]
 
 
 def _fields_at(model: type[BaseModel] | None, loc: tuple) -> list[str] | None:
@@ -100,8 +116,8 @@ def problems_from_validation(
             head = loc[: tags[0]]
             clean = tuple(p for p in loc if not _is_union_tag(p))
             value = _value_at(data, head)
-            if len(clean) == len(head):  # the member itself rejected the value's type
-                union_fallback.setdefault(head, []).append(err["msg"])
+            if len(clean) == len(head):  # the member itself rejected the value
+                union_fallback.setdefault(head, []).append(err)
                 continue
             if not isinstance(value, dict | list):
                 continue
@@ -116,12 +132,14 @@ def problems_from_validation(
             context=context,
         ))
     located = {p.path for p in problems}
-    for head, messages in union_fallback.items():
+    for head, errors in union_fallback.items():
         path = base + head
         if format_path(path) in located or any(p.path.startswith(format_path(path) + ".")
                                                for p in problems):
             continue
-        options = "; or ".join(dict.fromkeys(m.replace("Input should be ", "") for m in messages))
+        # A member that accepted the value's type but not its value says the most.
+        specific = [e for e in errors if e["type"] in _CONSTRAINTS] or errors
+        options = "; or ".join(dict.fromkeys(_expected(e) for e in specific))
         problems.append(Problem(
             f"expected {options}, got {_describe(_value_at(data, head))}",
             path=format_path(path), mark=source.mark(path) if source else None, context=context,

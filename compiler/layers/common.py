@@ -13,6 +13,8 @@ PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 IntOrList = int | list[int]
+PositiveIntOrList = PositiveInt | list[PositiveInt]
+NonNegativeIntOrList = NonNegativeInt | list[NonNegativeInt]
 
 
 def spatial_dims(shape: Shape, what: str, allowed: tuple[int, ...] = (1, 2, 3)) -> int:

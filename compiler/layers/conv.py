@@ -9,8 +9,9 @@ from torch import nn
 
 from nnspec.compiler import modules
 from nnspec.compiler.layers.common import (
-    IntOrList,
+    NonNegativeIntOrList,
     PositiveInt,
+    PositiveIntOrList,
     ntuple,
     pooled_length,
     spatial_dims,
@@ -38,10 +39,10 @@ class Conv(LayerKind):
     class Config(LayerConfig):
         type: Literal["conv"] = "conv"
         out: PositiveInt
-        kernel: IntOrList
-        stride: IntOrList = 1
-        padding: IntOrList | Literal["same", "valid"] = 0
-        dilation: IntOrList = 1
+        kernel: PositiveIntOrList
+        stride: PositiveIntOrList = 1
+        padding: NonNegativeIntOrList | Literal["same", "valid"] = 0
+        dilation: PositiveIntOrList = 1
         groups: PositiveInt = 1
         bias: bool = True
         padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "zeros"
@@ -95,11 +96,11 @@ class ConvTranspose(LayerKind):
     class Config(LayerConfig):
         type: Literal["conv_transpose"] = "conv_transpose"
         out: PositiveInt
-        kernel: IntOrList
-        stride: IntOrList = 1
-        padding: IntOrList = 0
-        output_padding: IntOrList = 0
-        dilation: IntOrList = 1
+        kernel: PositiveIntOrList
+        stride: PositiveIntOrList = 1
+        padding: NonNegativeIntOrList = 0
+        output_padding: NonNegativeIntOrList = 0
+        dilation: PositiveIntOrList = 1
         groups: PositiveInt = 1
         bias: bool = True
 

@@ -9,7 +9,14 @@ from pydantic import Field
 from torch import nn
 
 from nnspec.compiler import modules
-from nnspec.compiler.layers.common import IntOrList, ntuple, pooled_length, spatial_dims
+from nnspec.compiler.layers.common import (
+    IntOrList,
+    NonNegativeIntOrList,
+    PositiveIntOrList,
+    ntuple,
+    pooled_length,
+    spatial_dims,
+)
 from nnspec.compiler.layers.registry import LayerConfig, LayerKind, ShapeError, register_layer
 
 _MAX = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
@@ -45,9 +52,9 @@ class MaxPool(_Pool):
 
     class Config(LayerConfig):
         type: Literal["maxpool"] = "maxpool"
-        kernel: IntOrList
-        stride: IntOrList | None = None
-        padding: IntOrList = 0
+        kernel: PositiveIntOrList
+        stride: PositiveIntOrList | None = None
+        padding: NonNegativeIntOrList = 0
         dilation: int = Field(1, gt=0)
         ceil_mode: bool = False
 
@@ -63,9 +70,9 @@ class AvgPool(_Pool):
 
     class Config(LayerConfig):
         type: Literal["avgpool"] = "avgpool"
-        kernel: IntOrList
-        stride: IntOrList | None = None
-        padding: IntOrList = 0
+        kernel: PositiveIntOrList
+        stride: PositiveIntOrList | None = None
+        padding: NonNegativeIntOrList = 0
         ceil_mode: bool = False
         count_include_pad: bool = True
 
@@ -88,7 +95,7 @@ class _AdaptivePool(LayerKind):
 
 
 class _AdaptiveConfig(LayerConfig):
-    size: IntOrList
+    size: PositiveIntOrList
 
 
 @register_layer
