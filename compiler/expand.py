@@ -437,13 +437,18 @@ class Expander:
         if name in ctx.blocks:
             chain = " -> ".join([*ctx.blocks, name])
             self.fail(f"block {name!r} calls itself ({chain})", path, ctx)
-        args = self.bind_args(name, block.args, self.subst(value, ctx, path), path, ctx)
+        in_shape = self.shapes.get(x)
+        # Blocks may read their input's shape: `${in_channels // 2}` (DenseNet's transition).
+        shape_env = {"in_shape": list(in_shape) if in_shape else None,
+                     "in_channels": in_shape[0] if in_shape else None}
+        args = self.bind_args(name, block.args, self.subst(value, ctx, path), path,
+                              replace(ctx, env={**ctx.env, **shape_env}))
         self.claim(ctx.full(local), path, ctx)
         mark = self.source.mark(path[:-1]) if self.source else None
         where = f"{format_path(path[:-1])}" + (f" ({mark})" if mark else "")
         scope = Scope("block", ctx.full(local), block=name, args=tuple(args.items()),
                       path=format_path(path[:-1]))
-        inner = ctx.child(local, scope, env={**ctx.env, **args},
+        inner = ctx.child(local, scope, env={**ctx.env, **shape_env, **args},
                           context=f"in block {name!r} called at {where}",
                           blocks=(*ctx.blocks, name))
         body = ("blocks", name)
