@@ -26,7 +26,7 @@ from nnspec.compiler.suggest import did_you_mean
 from nnspec.compiler.validation import problems_from_validation
 
 MAX_REPEAT = 10_000
-MAX_NODES = 100_000
+MAX_NODES = 20_000  # resnet152 has 514 layer nodes; this bounds hostile specs
 META_KEYS = ("id", "repeat", "from", "init", "when")
 STRUCTURAL = ("sequence", "residual", "branches")
 ARG_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "list": list,
@@ -70,6 +70,8 @@ class Expander:
         self.shapes: dict[str, Shape | None] = {n: i.shape for n, i in self.inputs.items()}
         self.aliases: dict[str, str] = {}  # scope / repeat-group id -> output ref
         self.taken: set[str] = set(self.inputs)
+        self.leaves: set[str] = set()  # ids of layer nodes
+        self.scope_ids: set[str] = set()  # every proper dotted prefix of a taken id
 
     # ------------------------------------------------------------------ problems
     def problem(self, message: str, path: PathKey, ctx: _Ctx | None = None, hint: str = "") -> None:
@@ -246,18 +248,23 @@ class Expander:
             if ctx.full(local) not in self.taken and local not in ctx.names:
                 return local
 
-    def claim(self, full: str, path: PathKey, ctx: _Ctx) -> None:
+    def claim(self, full: str, path: PathKey, ctx: _Ctx, leaf: bool = False) -> None:
+        """Reserve an id; a module cannot be both a leaf and a scope holding other modules."""
         if full in self.taken:
             self.fail(f"duplicate id {full!r}", path + ("id",), ctx,
                       hint="ids must be unique within their scope (repeat numbers them 1..N)")
-        for other in self.taken:  # a module cannot be both a leaf and a scope
-            if other.startswith(full + ".") or full.startswith(other + "."):
-                if self.is_leaf(other) or self.is_leaf(full):
-                    self.fail(f"id {full!r} collides with {other!r}", path + ("id",), ctx)
+        parts = full.split(".")
+        prefixes = [".".join(parts[:i]) for i in range(1, len(parts))]
+        clash = next((p for p in prefixes if p in self.leaves), None)
+        if clash is None and leaf and full in self.scope_ids:
+            clash = full
+        if clash is not None:
+            self.fail(f"id {full!r} collides with layer {clash!r} (a layer cannot hold others)",
+                      path + ("id",), ctx)
         self.taken.add(full)
-
-    def is_leaf(self, full: str) -> bool:
-        return any(n.id == full for n in self.nodes)
+        self.scope_ids.update(prefixes)
+        if leaf:
+            self.leaves.add(full)
 
     def resolve_from(self, value: Any, ctx: _Ctx, path: PathKey) -> list[str]:
         refs = value if isinstance(value, list) else [value]
@@ -273,11 +280,11 @@ class Expander:
             scope = scope.parent
         if name in self.aliases:
             return self.aliases[name]
-        if any(n.id == name for n in self.nodes):
+        if name in self.leaves:
             return name
         if name in self.inputs:
             return name
-        visible = set(self.inputs) | set(self.aliases) | {n.id for n in self.nodes}
+        visible = set(self.inputs) | set(self.aliases) | self.leaves
         scope = ctx
         while scope is not None:
             visible |= set(scope.names)
@@ -290,10 +297,11 @@ class Expander:
                   ctx: _Ctx, path: PathKey, init: NodeInit | None = None) -> str:
         local = local or self.auto_id(ctx, kind)
         full = ctx.full(local)
-        if len(self.nodes) >= MAX_NODES:
-            self.fail(f"the network expands to more than {MAX_NODES} layers", path, ctx,
-                      hint="check `repeat` counts")
-        self.claim(full, path, ctx)
+        if len(self.nodes) >= MAX_NODES:  # stop at once: a hostile spec must not run on
+            self.problem(f"the network expands to more than {MAX_NODES} layers", path, ctx,
+                         hint="check `repeat` counts")
+            raise SpecError(self.problems)
+        self.claim(full, path, ctx, leaf=True)
         layer = get_kind(kind)
         kpath = path + (kind,)
         if layer.arity is None:  # merges: `from` lists all their inputs

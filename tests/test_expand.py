@@ -267,3 +267,19 @@ def test_duplicate_ids_are_refused(tmp_path):
     """)
     with pytest.raises(SpecError, match="duplicate id 'fc'"):
         compile_graph(path)
+
+
+def test_nested_repeats_stop_at_the_node_budget(tmp_path):
+    path = write_spec(tmp_path, """
+        input: {shape: [4]}
+        blocks:
+          ten:
+            layers: [relu, relu, relu, relu, relu, relu, relu, relu, relu, relu]
+        network:
+          - ten:
+            repeat: 10000
+    """)
+    with pytest.raises(SpecError) as info:
+        compile_graph(path)
+    assert "expands to more than 20000 layers" in str(info.value)
+    assert len(info.value.problems) == 1
