@@ -137,7 +137,9 @@ def build_graph_model(graph: Graph, seed: int | None = None) -> CompiledModel:
     if seed is None:
         seed = spec.init.seed if spec is not None and spec.init.seed is not None else 0
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # CPU generator only: torch.manual_seed also seeds CUDA, which is slow and not needed
+        # (modules are built on the CPU; the caller's RNG state is restored afterwards)
+        torch.random.default_generator.manual_seed(seed)
         model = CompiledModel(graph)
         if spec is not None:
             initialize(model, graph, spec.init)

@@ -60,19 +60,32 @@ def apply_scheme(tensor: torch.Tensor, scheme: InitScheme, defaults: InitConfig)
             tensor.fill_(0.0 if scheme.value is None else scheme.value)
 
 
+def node_schemes(node, config: InitConfig) -> tuple[InitScheme | None, InitScheme | None]:
+    """(weight scheme, bias scheme) for a node: its override, else its kind's or category's."""
+    category = get_kind(node.kind).category
+    weight = node.init.weight if node.init and node.init.weight else \
+        config.scheme_for(node.kind, category)
+    bias = node.init.bias if node.init and node.init.bias else config.bias
+    return weight, bias
+
+
+def _is_bias(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].startswith("bias") or "_bias" in name
+
+
+def given(scheme: InitScheme | None) -> bool:
+    return scheme is not None and scheme.scheme != "default"
+
+
 def initialize(model: nn.Module, graph: Graph, config: InitConfig) -> None:
     """Apply the spec's init to every node's parameters; raises SpecError on impossible schemes."""
     problems = []
     for node in graph.nodes:
-        category = get_kind(node.kind).category
         module = model.get_submodule(node.id)
-        weight = node.init.weight if node.init and node.init.weight else \
-            config.scheme_for(node.kind, category)
-        bias = node.init.bias if node.init and node.init.bias else config.bias
+        weight, bias = node_schemes(node, config)
         for pname, param in module.named_parameters():
-            is_bias = pname.rsplit(".", 1)[-1].startswith("bias") or "_bias" in pname
-            scheme = bias if is_bias else weight
-            if scheme is None or scheme.scheme == "default":
+            scheme = bias if _is_bias(pname) else weight
+            if not given(scheme):
                 continue
             if scheme.scheme in _FAN_BASED and param.dim() < 2:
                 problems.append(Problem(

@@ -6,6 +6,7 @@ Expressions are data-only: jinja2's SandboxedEnvironment compiles them, so a spe
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -62,12 +63,17 @@ def _substitute_string(text: str, env: dict[str, Any]) -> Any:
     return text
 
 
+@functools.lru_cache(maxsize=4096)
+def _compile(expression: str):
+    # compiling is ~1 ms (jinja2 generates Python source); blocks repeat the same expressions
+    return _sandbox().compile_expression(expression, undefined_to_none=False)
+
+
 def evaluate(expression: str, env: dict[str, Any]) -> Any:
     import jinja2
 
     try:
-        compiled = _sandbox().compile_expression(expression, undefined_to_none=False)
-        result = compiled(**env)
+        result = _compile(expression)(**env)
     except jinja2.TemplateSyntaxError as e:
         raise SubstitutionError(f"cannot parse expression ${{{expression}}}: {e.message}") from None
     except jinja2.UndefinedError as e:
