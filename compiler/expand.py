@@ -101,13 +101,18 @@ class Expander:
         root = _Ctx(prefix="", scopes=[], env=env)
         first_input = next(iter(self.inputs))
         out = self.expand_sequence(spec.network, ("network",), root, first_input)
+        if not self.nodes and not self.problems:
+            self.problem("the network has no layers", ("network",))
         if spec.output is not None:
-            out = self.resolve_ref(spec.output, root, ("output",), quiet=False)
+            try:
+                out = self.resolve_ref(spec.output, root, ("output",))
+            except _NodeFailed:
+                pass
         heads = {}
         for i, head in enumerate(spec.heads):
             heads_path = ("heads", i)
             try:
-                source = self.resolve_ref(head.from_, root, heads_path + ("from",), quiet=False)
+                source = self.resolve_ref(head.from_, root, heads_path + ("from",))
                 scope = Scope("head", head.id, path=format_path(heads_path))
                 hctx = root.child(head.id, scope, head=head.id,
                                   context=f"in training-only head {head.id!r}")
@@ -272,7 +277,7 @@ class Expander:
             self.fail(f"`from` must be an id or a list of ids, got {value!r}", path, ctx)
         return [self.resolve_ref(r, ctx, path) for r in refs]
 
-    def resolve_ref(self, name: str, ctx: _Ctx, path: PathKey, quiet: bool = True) -> str:
+    def resolve_ref(self, name: str, ctx: _Ctx, path: PathKey) -> str:
         scope: _Ctx | None = ctx
         while scope is not None:
             if name in scope.names:
