@@ -251,7 +251,9 @@ def _set_path(data: Any, path: PathKey, value: Any) -> str | None:
                 # `network[3].conv.out` where network[3] is the bare name `conv`
                 return f"{where} is not a mapping, so .{part} does not exist"
             if part not in node and not last:
-                return f"no such key {part!r} in {where}{did_you_mean(part, node)}"
+                # an absent optional section (`--set loss.label_smoothing=0.1`): create it; a
+                # misspelt key is then refused by validation with a did-you-mean
+                node[part] = {}
         if last:
             node[part] = value
             return None

@@ -133,8 +133,14 @@ def test_override_of_missing_path_is_an_error(tmp_path):
     path = write_spec(tmp_path, SMALL)
     with pytest.raises(SpecError, match="index 9 is out of range: network has 3 items"):
         load_spec(path, overrides=["network[9].conv.out=7"])
-    with pytest.raises(SpecError, match=r"no such key 'optimiser'.*did you mean 'optimizer'"):
-        load_spec(path, overrides=["optimiser.lr.x=1"])
+    with pytest.raises(SpecError, match=r"unknown key 'optimiser' \(did you mean 'optimizer'"):
+        load_spec(path, overrides=["optimiser.lr=1"])
+
+
+def test_override_creates_an_absent_section(tmp_path):
+    path = write_spec(tmp_path, SMALL)
+    spec = load_spec(path, overrides=["loss.label_smoothing=0.2"])
+    assert spec.loss.label_smoothing == 0.2
 
 
 def test_override_is_type_checked_and_located(tmp_path):

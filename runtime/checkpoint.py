@@ -1,0 +1,184 @@
+"""Checkpoints that survive being killed at any moment.
+
+A checkpoint `NAME` in a directory is three files:
+
+- `NAME.safetensors`: the model's weights (state_dict keys are spec ids),
+- `NAME.state.safetensors`: optimizer state tensors and RNG states,
+- `NAME.json`: step, epoch, metrics, optimizer hyper-parameters, and a commit token.
+
+Saving writes the two tensor files as `*.new`, then replaces `NAME.json` atomically: that
+replace is the commit. Only then are the `*.new` files renamed into place. Loading rolls a
+committed-but-unrenamed `*.new` forward and checks that every file carries the JSON's token,
+so a crash at any point leaves either the old checkpoint or the new one, never a mix.
+No pickle is involved anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from nnspec.compiler.errors import DataError
+
+WEIGHTS_SUFFIX = ".safetensors"
+STATE_SUFFIX = ".state.safetensors"
+TOKEN_KEY = "nnspec.checkpoint"
+
+
+@dataclass
+class Checkpoint:
+    weights: dict[str, torch.Tensor]
+    optimizer_state: dict | None
+    """A torch optimizer state_dict, or None when the checkpoint holds none."""
+    rng: dict[str, torch.Tensor]
+    info: dict
+    """Whatever the caller passed as `info` when saving (step, epoch, metrics...)."""
+
+
+def save_checkpoint(
+    directory: Path,
+    name: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    info: dict,
+) -> None:
+    """Write checkpoint `name` (weights, optimizer state, RNG states, `info`) atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    weights = {k: _host_copy(v) for k, v in model.state_dict().items()}
+    tensors, optimizer_json = _split_optimizer_state(optimizer)
+    tensors.update({f"rng.{k}": v for k, v in capture_rng().items()})
+    pending = []
+    for suffix, content in ((WEIGHTS_SUFFIX, weights), (STATE_SUFFIX, tensors)):
+        path = directory / f"{name}{suffix}.new"
+        save_file(content, str(path), metadata={TOKEN_KEY: token})
+        _fsync(path)
+        pending.append(path)
+    record = {"token": token, "info": info, "optimizer": optimizer_json}
+    write_json_atomic(directory / f"{name}.json", record)
+    for path in pending:
+        os.replace(path, path.with_suffix(""))
+    _fsync_directory(directory)
+
+
+def load_checkpoint(directory: Path, name: str) -> Checkpoint:
+    """Read checkpoint `name`, finishing a save that was committed but not yet renamed."""
+    directory = Path(directory)
+    record_path = directory / f"{name}.json"
+    if not record_path.exists():
+        raise DataError(f"no checkpoint {name!r} in {directory} ({record_path.name} is missing)")
+    record = json.loads(record_path.read_text())
+    token = record["token"]
+    for suffix in (WEIGHTS_SUFFIX, STATE_SUFFIX):
+        final = directory / f"{name}{suffix}"
+        pending = final.with_name(final.name + ".new")
+        if pending.exists() and _token_of(pending) == token:
+            os.replace(pending, final)
+        if _token_of(final) != token:
+            raise DataError(
+                f"checkpoint {name!r} in {directory} is inconsistent: {final.name} is missing "
+                "or does not belong to its JSON record\n    hint: the files were changed by "
+                "hand; restore them or start a new run",
+            )
+    weights = load_file(str(directory / f"{name}{WEIGHTS_SUFFIX}"))
+    tensors = load_file(str(directory / f"{name}{STATE_SUFFIX}"))
+    rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
+    optimizer_state = _join_optimizer_state(record["optimizer"], tensors)
+    return Checkpoint(weights, optimizer_state, rng, record["info"])
+
+
+def checkpoint_exists(directory: Path, name: str) -> bool:
+    return (Path(directory) / f"{name}.json").exists()
+
+
+def capture_rng() -> dict[str, torch.Tensor]:
+    """The torch RNG states (CPU, and every CUDA device) that dropout and sampling draw from."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"cuda.{index}"] = state
+    return states
+
+
+def restore_rng(states: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(states["torch"])
+    cuda = [states[k] for k in sorted(states) if k.startswith("cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temp file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    # A copy: safetensors refuses tensors that share storage (tied weights).
+    return tensor.detach().to("cpu", copy=True).contiguous()
+
+
+def _split_optimizer_state(optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict | None]:
+    if optimizer is None:
+        return {}, None
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict] = {}
+    for index, entries in state_dict["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = _host_copy(value)
+            else:
+                plain.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "state": plain}
+
+
+def _join_optimizer_state(data: dict | None, tensors: dict[str, torch.Tensor]) -> dict | None:
+    if data is None:
+        return None
+    state: dict[int, dict] = {int(i): dict(v) for i, v in data["state"].items()}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": data["param_groups"]}
+
+
+def _token_of(path: Path) -> str | None:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get(TOKEN_KEY)
+    except Exception:  # a missing or half-written file belongs to no checkpoint
+        return None
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the renames durable on POSIX; directories cannot be opened this way on Windows.
+    if os.name == "posix":
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,127 @@
+"""The spec's `optimizer` section as a torch.optim optimizer with parameter groups.
+
+Groups come from two choices per parameter: which `groups` entry (if any) claims it, and
+whether weight decay applies to it (`no_decay`). Decay is either L2 (torch's `weight_decay`,
+added to the gradient) or decoupled (the weight shrinks by lr * decay outside the update, as
+AdamW does; for SGD and RMSprop a step pre-hook applies it).
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+import torch
+from torch import nn
+
+from nnspec.compiler.errors import UsageError
+from nnspec.compiler.training_schema import OptimizerConfig
+
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,  # batch and instance norm
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.RMSNorm,
+)
+
+DECOUPLED_KEY = "decoupled_weight_decay"
+
+
+def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+    """Build the optimizer the spec describes for `model`'s trainable parameters.
+
+    Each param group keeps `initial_lr` (its base lr before schedules) so a schedule can scale it.
+    """
+    groups = param_groups(model, config)
+    if not groups:
+        raise UsageError("the model has no trainable parameters: there is nothing to train")
+    decoupled = config.decay_mode == "decoupled"
+    if config.type in ("adam", "adamw"):
+        cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+        optimizer = cls(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+    elif config.type == "sgd":
+        optimizer = torch.optim.SGD(
+            groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov
+        )
+    else:
+        optimizer = torch.optim.RMSprop(
+            groups, lr=config.lr, alpha=config.alpha, eps=config.eps, momentum=config.momentum
+        )
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
+    if decoupled and config.type in ("sgd", "rmsprop"):
+        for group in optimizer.param_groups:
+            group[DECOUPLED_KEY] = group["weight_decay"]
+            group["weight_decay"] = 0.0
+        optimizer.register_step_pre_hook(_apply_decoupled_decay)
+    return optimizer
+
+
+def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict]:
+    """Split trainable parameters into torch param groups (lr, weight_decay, names)."""
+    norm_params = {
+        id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters()
+    }
+    buckets: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        index = _claiming_group(name, config)
+        decays = not _exempt_from_decay(name, id(param) in norm_params, config.no_decay)
+        bucket = buckets.get((index, decays))
+        if bucket is None:
+            settings = config.groups[index] if index >= 0 else None
+            lr = settings.lr if settings and settings.lr is not None else config.lr
+            decay = (
+                settings.weight_decay
+                if settings and settings.weight_decay is not None
+                else config.weight_decay
+            )
+            bucket = {"params": [], "names": [], "lr": lr, "weight_decay": decay if decays else 0.0}
+            buckets[(index, decays)] = bucket
+        bucket["params"].append(param)
+        bucket["names"].append(name)
+    return [buckets[key] for key in sorted(buckets)]
+
+
+def _claiming_group(name: str, config: OptimizerConfig) -> int:
+    """Index of the first `groups` entry whose pattern matches `name` or a module id above it."""
+    parts = name.split(".")
+    candidates = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+    for index, group in enumerate(config.groups):
+        if any(fnmatchcase(c, p) for p in group.params for c in candidates):
+            return index
+    return -1
+
+
+def _exempt_from_decay(name: str, in_norm_layer: bool, patterns: list[str]) -> bool:
+    for pattern in patterns:
+        if pattern == "norm" and in_norm_layer:
+            return True
+        if pattern == "bias" and name.rsplit(".", 1)[-1] == "bias":
+            return True
+        if fnmatchcase(name, pattern):
+            return True
+    return False
+
+
+@torch.no_grad()
+def _apply_decoupled_decay(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    for group in optimizer.param_groups:
+        decay = group.get(DECOUPLED_KEY, 0.0)
+        if decay:
+            for param in group["params"]:
+                if param.grad is not None:
+                    param.mul_(1.0 - group["lr"] * decay)
+
+
+def momentum_of(group: dict) -> float:
+    """The momentum a param group uses: `momentum` (SGD, RMSprop) or beta1 (Adam)."""
+    return group["betas"][0] if "betas" in group else group.get("momentum", 0.0)
+
+
+def set_momentum(group: dict, value: float) -> None:
+    if "betas" in group:
+        group["betas"] = (value, group["betas"][1])
+    else:
+        group["momentum"] = value
