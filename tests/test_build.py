@@ -111,9 +111,18 @@ class SquareKind(LayerKind):
 '''
 
 
-def test_plugin_module_registers_a_kind(tmp_path, monkeypatch):
+@pytest.fixture
+def registry_snapshot(monkeypatch):
+    """Plugins registered by a test vanish after it, as in a fresh process."""
+    from nnspec.compiler.layers import registry
+
+    monkeypatch.setattr(registry, "_KINDS", dict(registry._KINDS))
+
+
+def test_plugin_module_registers_a_kind(tmp_path, monkeypatch, registry_snapshot):
     (tmp_path / "my_layers_a.py").write_text(textwrap.dedent(PLUGIN.format(tag="a")))
     monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("my_layers_a", None)
     load_plugins(["my_layers_a"])
     path = write_spec(tmp_path, "input: {shape: [3]}\nnetwork: [square_a]\n")
     model = build_model(path)
@@ -121,14 +130,16 @@ def test_plugin_module_registers_a_kind(tmp_path, monkeypatch):
     torch.testing.assert_close(model(x), x * x)
 
 
-def test_duplicate_kind_name_is_refused(tmp_path, monkeypatch):
+def test_duplicate_kind_name_is_refused(tmp_path, monkeypatch, registry_snapshot):
     (tmp_path / "my_layers_b.py").write_text(textwrap.dedent(PLUGIN.format(tag="b")))
     (tmp_path / "my_layers_b2.py").write_text(textwrap.dedent(PLUGIN.format(tag="b")))
     monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("my_layers_b", None)
     load_plugins(["my_layers_b"])
     with pytest.raises(UsageError, match="already registered"):
         load_plugins(["my_layers_b2"])
-    sys.modules.pop("my_layers_b2", None)
+    for name in ("my_layers_a", "my_layers_b", "my_layers_b2"):
+        sys.modules.pop(name, None)
 
 
 def test_missing_plugin_module_is_a_usage_error():

@@ -86,7 +86,7 @@ def all_kinds() -> dict[str, LayerKind]:
 
 def layer_adapter() -> TypeAdapter:
     """A TypeAdapter for the discriminated union of every registered config (cached)."""
-    key = len(_KINDS)
+    key = hash(tuple(_KINDS))
     if key not in _adapter_cache:
         configs = tuple(k.Config for k in _KINDS.values())
         union = Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007
