@@ -45,8 +45,11 @@ class CompiledModel(nn.Module):
         self.spec = graph.spec
         self.head_loss_weights = {h.id: h.loss_weight for h in graph.heads.values()}
         self.input_normalization = self._make_normalization()
+        inplace = _inplace_safe(graph)
         for node in graph.nodes:
             module = get_kind(node.kind).build(node.config, node.in_shapes)
+            if node.id in inplace:
+                module.inplace = True
             _attach(self, node.id, module, node)
         self._rebuild_plans()
 
@@ -106,6 +109,29 @@ class CompiledModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.graph.name!r}"
+
+
+# Producers whose backward pass does not need their own output, so a ReLU may overwrite it.
+_OVERWRITABLE = {"conv", "conv_transpose", "batchnorm", "linear", "add"}
+
+
+def _inplace_safe(graph: Graph) -> set[str]:
+    """ReLUs that can run in place (as torchvision's do): the sole consumer of a value that
+    nothing else reads, produced by a layer whose gradient does not need that value."""
+    kept = {graph.output} | {h.output for h in graph.heads.values()} | set(graph.inputs)
+    uses: dict[str, int] = {}
+    for node in graph.nodes:
+        for ref in node.inputs:
+            uses[ref] = uses.get(ref, 0) + 1
+    safe = set()
+    for node in graph.nodes:
+        if node.kind not in ("relu", "relu6") or len(node.inputs) != 1:
+            continue
+        source = node.inputs[0]
+        if source in kept or uses[source] != 1 or graph.node(source).kind not in _OVERWRITABLE:
+            continue
+        safe.add(node.id)
+    return safe
 
 
 def _attach(root: nn.Module, dotted: str, module: nn.Module, node) -> None:

@@ -51,10 +51,20 @@ def summarize(graph: Graph) -> dict[str, Any]:
         "macs": totals["macs"],
         "input_shape": next(iter(inputs.values())) if len(inputs) == 1 else inputs,
         "output_shape": list(graph.output_shape),
-        "depth": sum(1 for n in graph.eval_nodes() if n.kind in _WEIGHTED),
+        "depth": weighted_depth(graph),
         "heads": heads,
         "layers": layers,
     }
+
+
+def weighted_depth(graph: Graph) -> int:
+    """Weighted layers (conv, linear, attention, ...) on the longest input-to-output path of the
+    eval model: how papers count depth (ResNet-50: 50, GoogLeNet: 22, VGG16: 16)."""
+    depth: dict[str, int] = dict.fromkeys(graph.inputs, 0)
+    for node in graph.eval_nodes():
+        here = 1 if node.kind in _WEIGHTED else 0
+        depth[node.id] = here + max(depth[i] for i in node.inputs)
+    return depth[graph.output]
 
 
 def format_count(n: float) -> str:

@@ -69,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
                         for j, (c, w) in enumerate(zip(row, widths, strict=True))))
         if i == 0:
             print("-" * (sum(widths) + 2 * (len(widths) - 1)))
-    print("depth = weighted layers (conv, linear, attention, ...) in the eval model; "
+    print("depth = weighted layers (conv, linear, attention, ...) on the longest path; "
           "MACs per sample; tv = torchvision's published figures for its default weights")
     return 0
