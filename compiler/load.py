@@ -16,7 +16,6 @@ from typing import Any
 import yaml
 
 from nnspec.compiler.errors import Mark, Problem, SpecError
-from nnspec.compiler.suggest import did_you_mean
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_NODES = 200_000
