@@ -59,7 +59,7 @@ def rule_for(module: nn.Module, node: Any) -> ModuleRule:
         raise ExportError(
             f"codegen cannot write a {type(module).__qualname__} (layer {node.id!r}, kind "
             f"{node.kind!r})\n    hint: teach it with "
-            "nnspec.runtime.codegen_modules.register_codegen (see the README, "How layers are written, and adding a layer kind")"
+            "nnspec.runtime.codegen_modules.register_codegen (see the README: How layers are written, and adding a layer kind)"
         )
     return rule
 

@@ -120,7 +120,7 @@ def test_rendered_resnet_specs_equal_the_template_output(depth):
     template = SPECS / "resnet.yaml.j2"
     rendered = render_template(template.read_text(), str(template), {"depth": str(depth)})
     assert (SPECS / f"resnet{depth}.yaml").read_text() == rendered, (
-        f"specs/resnet{depth}.yaml is stale: re-render it from specs/resnet.yaml.j2 (README, "One ResNet family")"
+        f"specs/resnet{depth}.yaml is stale: re-render it from specs/resnet.yaml.j2 (README: One ResNet family)"
     )
 
 
