@@ -24,6 +24,7 @@ from torch import nn
 from nnspec.compiler.errors import ExportError, UsageError
 from nnspec.runtime.fold_bn import FoldPlan, fold_batchnorm, plan_batchnorm_folding
 from nnspec.runtime.onnx_check import ParityReport, check_onnx_file, verify_parity
+from nnspec.runtime.onnx_metadata import LABELS
 
 DEFAULT_OPSET = 18
 # torch's dynamo exporter has no translations below 18 (it silently writes 18 instead).
@@ -194,7 +195,7 @@ def onnx_metadata(model: nn.Module) -> dict[str, str]:
     }
     labels = getattr(spec, "labels", None)
     if labels:  # absent, not null, when unknown: readers expect a list whenever it is there
-        props["nnspec.labels"] = json.dumps([str(label) for label in labels])
+        props[LABELS] = json.dumps([str(label) for label in labels])
     return props
 
 

@@ -8,7 +8,6 @@ scaled to [0, 1] as in training and converted to the model's channel count, neve
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import onnx
 
 from nnspec.compiler.errors import DataError, UsageError
+from nnspec.runtime.onnx_metadata import labels_from_metadata
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -109,14 +109,10 @@ def _all_tensors(graph: onnx.GraphProto):
 
 
 def _labels(props: dict[str, str], path: Path) -> list[str] | None:
-    raw = props.get("nnspec.labels")
-    if raw is None:
-        return None
     try:
-        labels = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: metadata nnspec.labels is not JSON ({error})") from error
-    return [str(label) for label in labels] if isinstance(labels, list) else None
+        return labels_from_metadata(props)
+    except ValueError as error:
+        raise DataError(f"{path}: {error}") from error
 
 
 def load_inputs(paths: list[str], info: ModelInfo) -> list[tuple[str, np.ndarray]]:

@@ -7,7 +7,6 @@ from which `max_batch_size` and an output's `label_filename` are read).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nnspec.compiler.errors import ServeError
+from nnspec.runtime.onnx_metadata import labels_from_metadata
 
 # onnxruntime's type strings -> KServe v2 datatype names.
 ONNX_DATATYPES: dict[str, str] = {
@@ -187,16 +187,10 @@ def _tensor_meta(node) -> TensorMeta:
 
 
 def _labels_from_metadata(props: dict[str, str], where: Path) -> list[str] | None:
-    raw = props.get("nnspec.labels")
-    if raw is None:
-        return None
     try:
-        labels = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ServeError(f"{where}: metadata nnspec.labels is not JSON ({error})") from error
-    if not isinstance(labels, list):
-        raise ServeError(f"{where}: metadata nnspec.labels should be a JSON list of class names")
-    return [str(label) for label in labels]
+        return labels_from_metadata(props)
+    except ValueError as error:
+        raise ServeError(f"{where}: {error}") from error
 
 
 def open_model(
