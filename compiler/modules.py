@@ -98,21 +98,32 @@ class Select(nn.Module):
 
 
 class Scale(nn.Module):
-    """Multiply by a constant, or by a learnable per-channel factor (layer scale)."""
+    """Multiply by a constant, or by a learnable per-channel factor (layer scale) whose shape
+    broadcasts from the channel dim on: (C, 1, 1) for images (torchvision's ConvNeXt), (D,)
+    for tokens (timm's LayerScale)."""
 
-    def __init__(self, value: float, channels: int | None = None, view: tuple[int, ...] = ()):
+    def __init__(self, value: float, shape: tuple[int, ...] | None = None):
         super().__init__()
         self.value = value
-        self.view = view
-        if channels is None:
-            self.weight = None
-        else:
-            self.weight = nn.Parameter(torch.full((channels,), float(value)))
+        self.weight = None if shape is None else nn.Parameter(torch.full(shape, float(value)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight is None:
             return x * self.value
-        return x * self.weight.view(self.view)
+        return x * self.weight
+
+
+class Slice(nn.Module):
+    """x.narrow(dim, start, length): a contiguous part along one dim (ShuffleNet's split)."""
+
+    def __init__(self, dim: int, start: int, length: int):
+        super().__init__()
+        self.dim = dim
+        self.start = start
+        self.length = length
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.narrow(self.dim, self.start, self.length)
 
 
 class Normalize(nn.Module):

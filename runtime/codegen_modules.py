@@ -364,9 +364,7 @@ register_codegen(
 
 
 def _scale_ctor(m, node) -> Ctor:
-    return Ctor(
-        "LayerScale", (("value", m.value), ("channels", m.weight.shape[0]), ("view", tuple(m.view)))
-    )
+    return Ctor("LayerScale", (("value", m.value), ("shape", tuple(m.weight.shape))))
 
 
 def _sum(m, node, xs):
@@ -425,6 +423,10 @@ register_codegen(
     ModuleRule(expression=lambda m, node, xs: Call(f"{xs[0]}.permute", tuple(m.dims))),
 )
 register_codegen(modules.Select, ModuleRule(expression=_select))
+register_codegen(
+    modules.Slice,
+    ModuleRule(expression=lambda m, node, xs: Call(f"{xs[0]}.narrow", (m.dim, m.start, m.length))),
+)
 
 
 def scale_rule(module: nn.Module) -> ModuleRule:

@@ -327,6 +327,7 @@ KINDS_SPEC = {
         {"gru": {"hidden": 5, "bidirectional": True}},
         {"scale": {"learnable": True, "value": 0.5, "dim": -1}},
         {"scale": {"value": 2.0}},
+        {"slice": {"dim": 0, "start": 1, "end": 7}},
         {"gelu": {"approximate": "tanh"}},
         "silu",
         "tanh",

@@ -43,6 +43,8 @@ CASES = [
     ("permute", IMG, [{"permute": {"dims": [1, 2, 0]}}]),
     ("select", SEQ, [{"select": {"dim": 0, "index": -1}}]),
     ("mean", SEQ, [{"mean": {"dims": [0]}}]),
+    ("slice", IMG, [{"slice": {"dim": 0, "start": 1, "end": -1}}]),
+    ("slice", SEQ, [{"slice": {"dim": -1, "start": 4}}]),
     ("scale", IMG, [{"scale": {"value": 0.5, "learnable": True}}]),
     ("scale", SEQ, [{"scale": {"value": 2.0}}]),
     ("softmax", SEQ, [{"softmax": {"dim": 0}}]),

@@ -1,4 +1,5 @@
-"""Shape manipulation and simple arithmetic: flatten, reshape, permute, select, mean, scale."""
+"""Shape manipulation and simple arithmetic: flatten, reshape, permute, select, slice, mean,
+scale."""
 
 from __future__ import annotations
 
@@ -149,5 +150,38 @@ class ScaleKind(LayerKind):
         if not cfg.learnable:
             return modules.Scale(cfg.value)
         d = sample_dim(cfg.dim, len(shape))
-        view = tuple(shape[i] if i == d else 1 for i in range(len(shape)))
-        return modules.Scale(cfg.value, shape[d], view)
+        return modules.Scale(cfg.value, (shape[d],) + (1,) * (len(shape) - 1 - d))
+
+
+@register_layer
+class SliceKind(LayerKind):
+    name = "slice"
+    summary = "a contiguous part along a dim: start..end (ShuffleNet's channel split)"
+
+    class Config(LayerConfig):
+        type: Literal["slice"] = "slice"
+        dim: int = 0
+        start: int = 0
+        end: int | None = None
+
+    def _bounds(self, cfg, shape):
+        size = shape[sample_dim(cfg.dim, len(shape))]
+        start = cfg.start + size if cfg.start < 0 else cfg.start
+        end = size if cfg.end is None else (cfg.end + size if cfg.end < 0 else cfg.end)
+        if not 0 <= start < end <= size:
+            raise ShapeError(f"slice {cfg.start}..{cfg.end} is empty or out of range for dim "
+                             f"{cfg.dim} of size {size}")
+        return start, end
+
+    def infer_shape(self, cfg, in_shapes):
+        shape = in_shapes[0]
+        torch_dim(cfg.dim, len(shape))
+        start, end = self._bounds(cfg, shape)
+        out = list(shape)
+        out[sample_dim(cfg.dim, len(shape))] = end - start
+        return tuple(out)
+
+    def build(self, cfg, in_shapes):
+        shape = in_shapes[0]
+        start, end = self._bounds(cfg, shape)
+        return modules.Slice(torch_dim(cfg.dim, len(shape)), start, end - start)
