@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import types
 
 from nnspec.compiler.errors import UsageError
 
@@ -16,14 +17,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="MODULE", help="import a module that registers layer kinds")
 
 
+def _annotation(annotation) -> str:
+    """A readable type: `int | list[int]`, `'zeros' | 'reflect'`, `float | None`."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_annotation(a) for a in typing.get_args(annotation))
+    if origin is typing.Annotated:
+        return _annotation(typing.get_args(annotation)[0])
+    if origin is not None:
+        inner = ", ".join(_annotation(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', origin)}[{inner}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def _params(kind) -> dict[str, str]:
     out = {}
     for name, field in kind.Config.model_fields.items():
         if name == "type":
             continue
-        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
-        annotation = annotation.replace("typing.", "")
-        out[name] = annotation if field.is_required() else f"{annotation} = {field.default!r}"
+        text = _annotation(field.annotation)
+        out[name] = text if field.is_required() else f"{text} = {field.default!r}"
     return out
 
 
@@ -45,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.markdown:
         print("| kind | what it does | parameters (default) |\n|---|---|---|")
         for name, kind in sorted(kinds.items()):
-            params = ", ".join(f"`{p}: {t}`" for p, t in _params(kind).items()) or "-"
+            params = ", ".join(f"`{p}: {t}`".replace("|", "\\|")
+                               for p, t in _params(kind).items()) or "-"
             print(f"| `{name}` | {kind.summary} | {params} |")
     else:
         width = max(len(n) for n in kinds)
