@@ -30,6 +30,8 @@ def _sandbox():
         from jinja2.sandbox import SandboxedEnvironment
 
         _env = SandboxedEnvironment(undefined=jinja2.StrictUndefined)
+        # plain arithmetic helpers, e.g. MobileNet's `${max(8, (c * 4 + 4) // 8 * 8)}`
+        _env.globals.update(min=min, max=max, abs=abs, int=int, float=float, round=round)
     return _env
 
 

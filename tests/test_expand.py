@@ -283,3 +283,16 @@ def test_nested_repeats_stop_at_the_node_budget(tmp_path):
         compile_graph(path)
     assert "expands to more than 20000 layers" in str(info.value)
     assert len(info.value.problems) == 1
+
+
+def test_expressions_have_arithmetic_helpers(tmp_path):
+    graph = compile_graph(write_spec(tmp_path, """
+        input: {shape: [20, 4, 4]}
+        blocks:
+          squeeze:
+            args: {ratio: {default: 0.25}}
+            layers:
+              - conv: {out: "${max(8, int(in_channels * ratio + 4) // 8 * 8)}", kernel: 1}
+        network: [squeeze]
+    """))
+    assert graph.output_shape == (8, 4, 4)  # int(20 * 0.25 + 4) // 8 * 8 = 8
