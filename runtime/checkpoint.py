@@ -72,6 +72,26 @@ def save_checkpoint(
 def load_checkpoint(directory: Path, name: str) -> Checkpoint:
     """Read checkpoint `name`, finishing a save that was committed but not yet renamed."""
     directory = Path(directory)
+    record = complete_checkpoint(directory, name)
+    weights = load_file(str(directory / f"{name}{WEIGHTS_SUFFIX}"))
+    tensors = load_file(str(directory / f"{name}{STATE_SUFFIX}"))
+    rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
+    optimizer_state = _join_optimizer_state(record["optimizer"], tensors)
+    return Checkpoint(weights, optimizer_state, rng, record["info"])
+
+
+def checkpoint_names(directory: Path) -> list[str]:
+    """The checkpoints a directory holds (each has a JSON record)."""
+    return sorted(p.stem for p in Path(directory).glob("*.json"))
+
+
+def complete_checkpoint(directory: Path, name: str) -> dict:
+    """Finish a save of `name` that a crash left committed but not renamed; return its record.
+
+    Raises:
+        DataError: the checkpoint is missing or its files do not belong together.
+    """
+    directory = Path(directory)
     record_path = directory / f"{name}.json"
     if not record_path.exists():
         raise DataError(f"no checkpoint {name!r} in {directory} ({record_path.name} is missing)")
@@ -88,11 +108,7 @@ def load_checkpoint(directory: Path, name: str) -> Checkpoint:
                 "or does not belong to its JSON record\n    hint: the files were changed by "
                 "hand; restore them or start a new run",
             )
-    weights = load_file(str(directory / f"{name}{WEIGHTS_SUFFIX}"))
-    tensors = load_file(str(directory / f"{name}{STATE_SUFFIX}"))
-    rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
-    optimizer_state = _join_optimizer_state(record["optimizer"], tensors)
-    return Checkpoint(weights, optimizer_state, rng, record["info"])
+    return record
 
 
 def checkpoint_exists(directory: Path, name: str) -> bool:

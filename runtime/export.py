@@ -94,9 +94,13 @@ def locate_model_files(
         return RunFiles(spec=source, weights=chosen, normalization=None)
     run = Path(source)
     if chosen is None:
+        from nnspec.runtime.checkpoint import checkpoint_names, complete_checkpoint
+
         chosen = run / "checkpoints" / f"{checkpoint}.safetensors"
+        present = checkpoint_names(run / "checkpoints")
+        if checkpoint in present:  # finish a save a crash interrupted, as training would
+            complete_checkpoint(run / "checkpoints", checkpoint)
         if not chosen.is_file():
-            present = sorted(p.stem for p in (run / "checkpoints").glob("*.safetensors"))
             raise UsageError(
                 f"run {str(run)!r} has no {checkpoint!r} checkpoint ({chosen} is missing)\n"
                 f"    hint: checkpoints present: {', '.join(present) or 'none'}; "

@@ -295,6 +295,17 @@ def test_cli_exports_a_run_directory(cnn, tmp_path, capsys):
     np.testing.assert_allclose(_run(out, x), _torch(reference, x), rtol=1e-4, atol=1e-5)
 
 
+def test_export_finishes_a_checkpoint_save_a_crash_interrupted(cnn, tmp_path, capsys):
+    run = _write_run(tmp_path / "run", cnn, SMALL_CNN, None)
+    weights = run / "checkpoints" / "best.safetensors"
+    # the state a kill between "committed" and "renamed" leaves: the new file under its temp name
+    weights.rename(weights.with_name(weights.name + ".new"))
+    assert main(["export", str(run), "-o", str(tmp_path / "m.onnx")]) == 0
+    assert weights.is_file()
+    np.testing.assert_allclose(_run(tmp_path / "m.onnx", _raw_inputs(SMALL_CNN, 2)),
+                               _torch(cnn, _raw_inputs(SMALL_CNN, 2)), rtol=1e-4, atol=1e-5)
+
+
 def test_cli_reports_a_missing_checkpoint(cnn, tmp_path, capsys):
     run = _write_run(tmp_path / "run", cnn, SMALL_CNN, None)
     assert main(["export", str(run), "--checkpoint", "last", "-o", str(tmp_path / "m.onnx")]) == 2
