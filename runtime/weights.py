@@ -257,6 +257,7 @@ class ImportResult:
     family: str
     tensors: int
     parameters: int
+    initialised_heads: tuple[str, ...] = ()  # training-only heads the source lacked
 
 
 def import_torchvision_weights(
@@ -285,7 +286,14 @@ def import_torchvision_weights(
     family = family or family_of(model.spec.name)
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     source = load_torchvision_state_dict(state_dict_path)
-    tensors = map_state_dict(source, target, family)
+    absent = absent_heads(graph, target, rename_keys(family, source)[0].values())
+    main = {k: v for k, v in target.items() if _head_of(k, absent) is None}
+    tensors = map_state_dict(source, main, family)
+    if absent:  # pretrained checkpoints drop training-only heads (torchvision's GoogLeNet does)
+        from nnspec.compiler.build import build_graph_model
+
+        initialised = build_graph_model(graph).state_dict()
+        tensors = {k: tensors[k] if k in tensors else initialised[k] for k in target}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
@@ -295,4 +303,17 @@ def import_torchvision_weights(
     }
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_path), metadata=metadata)
     parameters = sum(p.numel() for p in model.parameters())
-    return ImportResult(out_path, family, len(tensors), parameters)
+    return ImportResult(out_path, family, len(tensors), parameters, tuple(absent))
+
+
+def _head_of(key: str, heads: Iterable[str]) -> str | None:
+    return next((h for h in heads if key.startswith(h + ".")), None)
+
+
+def absent_heads(graph, target: Mapping, mapped: Iterable[str]) -> list[str]:
+    """Training-only heads none of whose tensors the source provides (a partial head is not
+    absent: map_state_dict then reports what is missing)."""
+    mapped = set(mapped)
+    return [h for h in graph.heads
+            if not any(_head_of(k, [h]) for k in mapped)
+            and any(_head_of(k, [h]) for k in target)]

@@ -289,3 +289,11 @@ def test_import_weights_needs_a_known_family(tmp_path):
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_full_size_imported_weights_equal_torchvision(name, tmp_path):
     import_and_compare(name, tmp_path, torchvision_model(name), name, batch=1)
+
+
+def test_googlenet_pretrained_layout_without_aux_heads_imports(tmp_path, capsys):
+    # torchvision's pretrained GoogLeNet drops its auxiliary classifiers from the state_dict
+    reference = lively(torchvision_model("googlenet", aux_logits=False))
+    model = imported("googlenet", tmp_path, reference, "googlenet")
+    assert "initialised as the spec says: aux1, aux2" in capsys.readouterr().out
+    assert_same_eval_output(reference, model)

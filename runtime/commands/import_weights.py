@@ -30,4 +30,7 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {result.path}: {result.tensors} tensors ({result.parameters:,} parameters) "
         f"mapped onto spec {spec.name!r} with the {result.family} rules"
     )
+    if result.initialised_heads:
+        print(f"training-only heads not in the source, initialised as the spec says: "
+              f"{', '.join(result.initialised_heads)} (they do not affect eval or export)")
     return 0
