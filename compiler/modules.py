@@ -113,6 +113,26 @@ class Scale(nn.Module):
         return x * self.weight
 
 
+class StochasticDepth(nn.Module):
+    """Drop a whole residual branch with probability p in training (per sample, or for the
+    whole batch), scaling survivors by 1/(1-p); the identity in eval (Huang et al. 2016)."""
+
+    def __init__(self, p: float, mode: str = "row"):
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1) if self.mode == "row" else (1,) * x.dim()
+        keep = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"
+
+
 class Slice(nn.Module):
     """x.narrow(dim, start, length): a contiguous part along one dim (ShuffleNet's split)."""
 

@@ -424,6 +424,15 @@ register_codegen(
 )
 register_codegen(modules.Select, ModuleRule(expression=_select))
 register_codegen(
+    modules.StochasticDepth,
+    ModuleRule(
+        constructor=lambda m, node: Ctor(
+            "StochasticDepth", (("p", m.p),), (("mode", m.mode, "row"),)
+        ),
+        helpers=("StochasticDepth",),
+    ),
+)
+register_codegen(
     modules.Slice,
     ModuleRule(expression=lambda m, node, xs: Call(f"{xs[0]}.narrow", (m.dim, m.start, m.length))),
 )

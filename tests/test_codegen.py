@@ -312,6 +312,7 @@ KINDS_SPEC = {
         {"leaky_relu": {"slope": 0.2}},
         {"local_response_norm": {"size": 3}},
         {"dropout": {"p": 0.1, "channel": True}},
+        {"stochastic_depth": {"p": 0.1}},
         {"avgpool": {"kernel": 2, "count_include_pad": False}},
         {"conv_transpose": {"out": 6, "kernel": 2, "stride": 2}},
         "hardswish",

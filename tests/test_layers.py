@@ -28,6 +28,7 @@ CASES = [
     ("groupnorm", IMG, [{"groupnorm": {"groups": 2}}]),
     ("dropout", IMG, [{"dropout": {"p": 0.5, "channel": True}}]),
     ("dropout", SIG, [{"dropout": {"p": 0.5, "channel": True}}]),
+    ("stochastic_depth", IMG, [{"stochastic_depth": {"p": 0.2}}]),
     ("local_response_norm", IMG, [{"local_response_norm": {"size": 3}}]),
     ("normalize", IMG, [{"normalize": {"mean": [0, 1, 2, 3], "std": [1, 2, 3, 4]}}]),
     ("maxpool", IMG, [{"maxpool": {"kernel": 3, "stride": 2, "ceil_mode": True}}]),
@@ -99,3 +100,18 @@ def test_every_registered_kind_is_covered():
 def test_shape_errors_are_worded_for_people(input_spec, layer, message):
     with pytest.raises(SpecError, match=message):
         build_model({"nnspec": 1, "name": "t", "input": input_spec, "network": [layer]})
+
+
+def test_stochastic_depth_drops_whole_samples_in_training_only():
+    model = build_model({"nnspec": 1, "name": "t", "input": {"shape": [3, 4]},
+                         "network": [{"stochastic_depth": {"p": 0.5}}]})
+    x = torch.ones(400, 3, 4)
+    torch.manual_seed(0)
+    out = model.train()(x)
+    per_sample = out.flatten(1)
+    # each sample is either dropped entirely or kept and scaled by 1 / (1 - p)
+    assert set(per_sample.unique().tolist()) == {0.0, 2.0}
+    assert bool((per_sample == per_sample[:, :1]).all())
+    kept = (per_sample[:, 0] == 2.0).float().mean().item()
+    assert 0.4 < kept < 0.6
+    torch.testing.assert_close(model.eval()(x), x)

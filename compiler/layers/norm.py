@@ -1,5 +1,5 @@
 """Normalisation and dropout: batchnorm, layernorm, groupnorm, local_response_norm, normalize,
-dropout (element-wise or whole channels)."""
+dropout (element-wise or whole channels), stochastic_depth."""
 
 from __future__ import annotations
 
@@ -146,3 +146,17 @@ class Dropout(LayerKind):
         if cfg.channel:
             return _DROPOUT_CHANNEL[len(in_shapes[0])](cfg.p)
         return nn.Dropout(cfg.p)
+
+
+@register_layer
+class StochasticDepthKind(LayerKind):
+    name = "stochastic_depth"
+    summary = "drop the residual branch per sample with probability p in training (drop path)"
+
+    class Config(LayerConfig):
+        type: Literal["stochastic_depth"] = "stochastic_depth"
+        p: Probability
+        mode: Literal["row", "batch"] = "row"
+
+    def build(self, cfg, in_shapes):
+        return modules.StochasticDepth(cfg.p, cfg.mode)
