@@ -27,6 +27,7 @@ PathKey = tuple[str | int, ...]
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SAFE_TAGS = {f"tag:yaml.org,2002:{t}" for t in
               ("str", "int", "float", "bool", "null", "seq", "map", "merge")}
+_STR = "tag:yaml.org,2002:str"
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 
@@ -103,12 +104,12 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(v, path + (i,), depth + 1) for i, v in enumerate(node.value)]
-        value = self.constructor.construct_object(node)
-        # YAML 1.1 reads `1e-4` (no dot) as a string; people mean a number.
-        if isinstance(value, str) and node.tag == "tag:yaml.org,2002:str" and not node.style \
-                and _FLOAT.match(value):
-            return float(value)
-        return value
+        if node.tag == _STR:  # most scalars: the text is the value (no constructor needed)
+            # YAML 1.1 reads `1e-4` (no dot) as a string; people mean a number.
+            if not node.style and _FLOAT.match(node.value):
+                return float(node.value)
+            return node.value
+        return self.constructor.construct_object(node)
 
 
 def parse_text(text: str, file: str) -> tuple[Any, SourceMap]:
