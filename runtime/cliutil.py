@@ -7,23 +7,22 @@ import argparse
 from nnspec.compiler.errors import UsageError
 
 
+def add_set_argument(parser: argparse.ArgumentParser,
+                     help: str = "override a spec value, e.g. --set optimizer.lr=0.05 "
+                                 "--set network[3].conv.out=32") -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="PATH=VALUE", help=help)
+
+
+def add_var_argument(parser: argparse.ArgumentParser,
+                     help: str = "variable for a *.yaml.j2 spec family, e.g. --var depth=50") -> None:
+    parser.add_argument("--var", dest="variables", action="append", default=[],
+                        metavar="NAME=VALUE", help=help)
+
+
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="override a spec value, e.g. --set optimizer.lr=0.05 --set network[3].conv.out=32",
-    )
-    parser.add_argument(
-        "--var",
-        dest="variables",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="variable for a *.yaml.j2 spec family, e.g. --var depth=50",
-    )
+    add_set_argument(parser)
+    add_var_argument(parser)
     parser.add_argument(
         "--plugin",
         dest="plugins",

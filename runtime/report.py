@@ -16,7 +16,13 @@ from pathlib import Path
 
 from nnspec.compiler.errors import UsageError
 from nnspec.compiler.resources import templates_dir
-from nnspec.runtime.sweep import FINAL_FILE, METRICS_FILE, PLAN_FILE, read_metrics
+from nnspec.runtime.sweep import (
+    FINAL_FILE,
+    METRICS_FILE,
+    PLAN_FILE,
+    read_metrics,
+    summary_rows,
+)
 
 TEMPLATE = "report.html.j2"
 HESSIAN_FILE = "hessian.json"
@@ -148,13 +154,7 @@ def sweep_section(path: Path) -> SweepSection:
     present = {k for entry in summary for k, v in entry.items() if isinstance(v, dict)}
     metric_columns = [c for c in SWEEP_COLUMNS if c in present] or sorted(present)
     columns = ["point", "runs", *metric_columns]
-    rows = []
-    for entry in summary:
-        row = [entry["point"], f"{entry['finished']}/{entry['runs']}"]
-        for column in metric_columns:
-            stat = entry.get(column)
-            row.append(f"{stat['mean']:.4g} ± {stat['std']:.2g}" if stat else "–")
-        rows.append(row)
+    rows = summary_rows(summary, metric_columns, missing="–")
     spec = ""
     if (path / PLAN_FILE).is_file():
         spec = json.loads((path / PLAN_FILE).read_text())["settings"]["spec"]

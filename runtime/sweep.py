@@ -266,18 +266,23 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def summary_rows(summary: Sequence[dict], metrics: Sequence[str], missing: str = "-") -> list[list]:
+    """One row per grid point: point, finished/runs, then `mean ± std` of each metric."""
+    rows = []
+    for entry in summary:
+        row = [entry["point"], f"{entry['finished']}/{entry['runs']}"]
+        for column in metrics:
+            stat = entry.get(column)
+            row.append(f"{stat['mean']:.4g} ± {stat['std']:.2g}" if stat else missing)
+        rows.append(row)
+    return rows
+
+
 def format_summary(summary: Sequence[dict], columns: Sequence[str]) -> str:
     """A text table of `mean ± std` for the given columns, one line per grid point."""
     present = [c for c in columns if any(c in entry for entry in summary)]
-    header = ["point", "runs", *present]
-    lines = [header]
-    for entry in summary:
-        cells = [entry["point"], f"{entry['finished']}/{entry['runs']}"]
-        for column in present:
-            stat = entry.get(column)
-            cells.append(f"{stat['mean']:.4g} ± {stat['std']:.2g}" if stat else "-")
-        lines.append(cells)
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    lines = [["point", "runs", *present], *summary_rows(summary, present)]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
     return "\n".join(
         "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
         for line in lines

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -64,10 +63,9 @@ def test_alias_bomb_ends_quickly_with_an_error(tmp_path):
         lines.append(f"a{i}: &a{i} [{refs}]")
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(lines) + "\nnnspec: 1\n")
-    start = time.perf_counter()
+    # the value budget stops expansion long before 10^10 values (no timing assertion: flaky)
     with pytest.raises(SpecError, match="expands to more than"):
         load_spec(path)
-    assert time.perf_counter() - start < 30  # bounded work, not 10^10 values
 
 
 def test_very_deep_nesting_is_an_error(tmp_path):

@@ -6,18 +6,14 @@ import argparse
 from pathlib import Path
 
 from nnspec.compiler.errors import UsageError
+from nnspec.runtime.cliutil import add_var_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("family", nargs="?", help="family name (see --list)")
     parser.add_argument("--list", action="store_true", help="list the families and their variables")
-    parser.add_argument(
-        "--var",
-        dest="variables",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set a family variable, e.g. --var depth=50 (see --list for each family's)",
+    add_var_argument(
+        parser, help="set a family variable, e.g. --var depth=50 (see --list for each family's)"
     )
     parser.add_argument("-o", "--output", type=Path, help="spec file to write (default: stdout)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from nnspec.compiler.errors import UsageError
 from nnspec.runtime import sweep
+from nnspec.runtime.cliutil import add_set_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,14 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="sweep directory")
     parser.add_argument("--epochs", type=int, help="passed to every `nnspec train`")
     parser.add_argument("--data", help="data source passed to every `nnspec train`")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="an override shared by every run",
-    )
+    add_set_argument(parser, help="an override shared by every run")
     parser.add_argument(
         "--dry-run",
         action="store_true",
