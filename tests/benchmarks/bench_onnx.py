@@ -27,8 +27,8 @@ import onnxruntime as ort
 import torch
 
 from nnspec.compiler import build_model
-from nnspec.runtime.export import export_model, model_normalization, sample_shape
-from nnspec.runtime.quantize import quantization_data, quantize_int8
+from nnspec.runtime.export.exporter import export_onnx, model_normalization, sample_shape
+from nnspec.runtime.export.quantize import quantization_data, quantize_int8
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 OUT = Path(__file__).resolve().parent / "_out"
@@ -65,7 +65,7 @@ def bench_model(
     OUT.mkdir(exist_ok=True)
     fp32 = OUT / f"{name}.onnx"
     start = time.perf_counter()
-    result = export_model(model, fp32)
+    result = export_onnx(model, fp32)
     print(f"{name}: exported in {time.perf_counter() - start:.1f} s; parity {result.parity}")
     sessions = {"onnxruntime": ort_session(fp32, threads)}
     if int8:

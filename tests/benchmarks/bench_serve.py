@@ -52,7 +52,7 @@ class DigitsCNN(torch.nn.Module):
         return self.head(self.features(x))
 
 
-def export_model(kind: str, folder: Path) -> tuple[Path, tuple[int, ...]]:
+def export_onnx(kind: str, folder: Path) -> tuple[Path, tuple[int, ...]]:
     torch.manual_seed(0)
     if kind == "resnet18":
         import torchvision
@@ -159,7 +159,7 @@ def main() -> None:
     requests = args.requests or (256 if args.model == "resnet18" else 4096)
 
     with tempfile.TemporaryDirectory() as folder:
-        model, sample = export_model(args.model, Path(folder))
+        model, sample = export_onnx(args.model, Path(folder))
         process, url = start_server(model, args.max_batch_size, args.max_queue_delay_ms)
         try:
             asyncio.run(wait_ready(url))

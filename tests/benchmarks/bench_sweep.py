@@ -11,7 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
-from nnspec.runtime import sweep
+from nnspec.runtime.lab import sweep
 
 OUT = Path(__file__).parent / "_out" / "sweep"
 SPEC = """\

@@ -26,9 +26,9 @@ from torchvision import models as tv
 
 from nnspec.compiler import build_model, load_spec
 from nnspec.compiler.training_schema import OptimizerConfig
-from nnspec.runtime.evaluate import autocast_for, prepare_input
-from nnspec.runtime.optim import build_optimizer
-from nnspec.runtime.train import training_loss
+from nnspec.runtime.train.device import autocast_for, prepare_input
+from nnspec.runtime.train.optim import build_optimizer
+from nnspec.runtime.train.trainer import training_loss
 
 OPTIMIZER = OptimizerConfig(type="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4)
 

@@ -1,0 +1,33 @@
+"""nnspec.runtime.train: a spec and its data become a resumable, evaluated run directory.
+
+    from nnspec.compiler import load_spec
+    from nnspec.runtime.train import TrainOptions, train
+    final = train(load_spec("specs/digits_cnn.yaml"), TrainOptions(epochs=3, out="runs/d"))
+    final["test_accuracy"]
+
+Public API:
+    train(spec, options, log=print) -> dict     the run's final metrics (final.json)
+    TrainOptions                                 what the command line sets
+    evaluate_run(run_dir, data=, split=, ...)    `nnspec eval`
+    load_trained_model(run_dir, checkpoint=)     (model in eval mode, spec)
+    load_data(source, input_shape, ...)          DataSplits of a data source
+    make_loader(dataset, batch_size, train=)     the trainer's DataLoader
+    build_optimizer(model, config), Schedule     optimizer and lr/momentum schedules
+    save_checkpoint / load_checkpoint            crash-safe safetensors checkpoints
+    import_torchvision_weights                   `nnspec import-weights`
+    Distributed                                  this process's place in a torchrun job
+"""
+
+from nnspec.runtime.common.lazy import lazy_exports
+
+_EXPORTS = {
+    "train": "trainer", "training_loss": "trainer", "TrainOptions": "options",
+    "evaluate": "evaluate", "evaluate_run": "evaluate", "load_trained_model": "evaluate",
+    "DataSplits": "data", "load_data": "data", "make_loader": "data",
+    "build_optimizer": "optim", "Schedule": "schedules",
+    "Checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
+    "import_torchvision_weights": "weights", "map_state_dict": "weights",
+    "Distributed": "distributed", "choose_run_dir": "run_dir", "resolve_device": "device",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

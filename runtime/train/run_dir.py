@@ -1,0 +1,62 @@
+"""A run directory: where it lives (`--out`, or `runs/NAME`, `runs/NAME-2`, ...) and the small
+JSON files in it that other stages read (`run.json`, `metrics.jsonl`, `final.json`)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from nnspec.compiler.errors import UsageError
+from nnspec.runtime.train.checkpoint import checkpoint_exists, write_text_atomic
+from nnspec.runtime.train.options import TrainOptions
+
+
+def choose_run_dir(name: str, options: TrainOptions) -> Path:
+    """`--out` as given; else `runs/NAME`, numbered `runs/NAME-2`, ... for each new run, and
+    the newest of them for `--resume`."""
+    if options.out is not None:
+        path = Path(options.out)
+        has_run = checkpoint_exists(path / "checkpoints", "last")
+        if options.resume and not has_run:
+            raise UsageError(f"--resume: {path} holds no checkpoint to resume from")
+        # A run killed before its first checkpoint has nothing to keep: start it afresh.
+        if not options.resume and has_run:
+            raise UsageError(
+                f"{path} already holds a run\n    hint: add --resume to continue it, or choose "
+                "another --out",
+            )
+        return path
+    numbered = (Path("runs") / (name if k == 1 else f"{name}-{k}") for k in itertools.count(1))
+    existing = list(itertools.takewhile(Path.exists, numbered))
+    if not options.resume:
+        return Path("runs") / (name if not existing else f"{name}-{len(existing) + 1}")
+    if not existing or not checkpoint_exists(existing[-1] / "checkpoints", "last"):
+        raise UsageError(f"--resume: no run of {name!r} with a checkpoint under runs/")
+    return existing[-1]
+
+
+def reconcile_metrics(run_dir: Path, epoch: int, record: dict) -> None:
+    """Make metrics.jsonl end with the checkpoint's epoch: a kill between the checkpoint
+    and the metrics line lost that line (it is in the checkpoint), and lines of epochs the
+    resumed run will redo must go."""
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    records = [r for r in map(parse_record, lines) if r and r["epoch"] <= epoch]
+    if not records or records[-1]["epoch"] < epoch:
+        records.append(record)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def parse_record(line: str) -> dict | None:
+    """A metrics.jsonl line, or None for the torn last line a kill mid-write leaves."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+def read_json(path: Path) -> dict:
+    if not path.exists():
+        raise UsageError(f"{path} is missing; is {path.parent} a run directory?")
+    return json.loads(path.read_text())

@@ -1,0 +1,142 @@
+"""Small ONNX models and a real server on a free localhost port, for the serve tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper
+
+from nnspec.runtime.serve.app import ServeSettings, bind_socket, build_server, create_app
+from nnspec.runtime.serve.models import load_models
+
+DIGIT_LABELS = [f"digit{i}" for i in range(10)]
+
+
+class TinyConvNet(torch.nn.Module):
+    """A digits-like CNN: 1x12x12 images -> 10 logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.pool = torch.nn.AdaptiveAvgPool2d(2)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+def _add_metadata(path: Path, props: dict[str, str]) -> None:
+    model = onnx.load(str(path))
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def make_conv_model(path: Path, labels: list[str] | None = DIGIT_LABELS) -> Path:
+    """Export TinyConvNet (seeded weights) with a dynamic batch, like nnspec's exporter does."""
+    torch.manual_seed(0)
+    model = TinyConvNet().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's notice
+        torch.onnx.export(
+            model,
+            (torch.randn(2, 1, 12, 12),),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
+    props = {"nnspec.spec_name": "tiny"}
+    if labels is not None:
+        props["nnspec.labels"] = json.dumps(labels)
+    _add_metadata(path, props)
+    return path
+
+
+def make_any_size_model(path: Path) -> Path:
+    """A fully convolutional net taking any image size >= 5x5 (dynamic batch, height, width)."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 5), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    ).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 1, 9, 9),),
+            str(path),
+            input_names=["image"],
+            output_names=["scores"],
+            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "scores": {0: "batch"}},
+            dynamo=False,
+        )
+    return path
+
+
+def make_two_input_model(path: Path) -> Path:
+    """y = a * float(b) (FP32 [-1, 3] x INT64 [-1, 3]) and n = a > 0 (BOOL), via onnx.helper."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["b"], ["b_float"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["a", "b_float"], ["y"]),
+            helper.make_node("Greater", ["a", "zero"], ["positive"]),
+        ],
+        "two_inputs",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["batch", 3]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("positive", TensorProto.BOOL, ["batch", 3]),
+        ],
+        initializer=[helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def onnxruntime_reference(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The model's answer from a fresh onnxruntime session, outside the server."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feed)
+
+
+@contextlib.contextmanager
+def running_server(model_path: Path, settings: ServeSettings | None = None) -> Iterator[str]:
+    """Serve `model_path` on 127.0.0.1 (a free port) in a thread; yields "127.0.0.1:PORT"."""
+    settings = settings or ServeSettings()
+    models = load_models(
+        model_path, providers=["CPUExecutionProvider"], max_batch_size=settings.max_batch_size
+    )
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = build_server(create_app(models, settings), log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(500):  # up to ~10 s for startup
+        if server.started or not thread.is_alive():
+            break
+        threading.Event().wait(0.02)
+    if not server.started:
+        raise RuntimeError("test server did not start")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
