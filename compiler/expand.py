@@ -5,6 +5,10 @@ Shapes are inferred node by node as the graph is built (see `shapes.py`), becaus
 depends on them: `shortcut: auto` is the identity only when the body keeps the input's shape.
 Problems are collected, not raised one at a time; a node that fails gets an unknown shape so the
 nodes after it are still checked without a cascade of follow-on errors.
+
+Size: one recursive walk (the Expander) over every node form of the language - layers, sequences,
+residuals, branches, block calls, repeat, when - sharing the context of the node being expanded;
+cutting it apart would pass that context through every function.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ returning `(output, {head: output})` as the compiled model does) and its init sc
 
 Templates live in templates/codegen (package data `nnspec.templates`); module classes are
 written by the table in codegen_modules.py.
+
+Size: `_Writer` is one walk over the block tree that emits a class per block variant and the
+network class; naming and value rendering are the small classes after it.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ its owner's `forward` spells out. Calls of one block that expand to different st
 or without a projection shortcut, say) become separate classes ("variants"); values that differ
 between calls of one variant become constructor parameters, named after the block's args where
 the values agree.
+
+Size: one analysis - which block calls share a class (variants) and which of their values become
+constructor parameters - whose steps share the Structure being built.
 """
 
 from __future__ import annotations

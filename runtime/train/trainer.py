@@ -7,6 +7,10 @@ settings, class labels), `normalization.json`, `run.json` (spec hash and setting
 
 Under `torchrun` (RANK and WORLD_SIZE set) the same code runs DDP: one process per device, a
 distributed sampler, `--batch-size` per process, and only rank 0 writing files.
+
+Size: `_Run` is the training session; its steps (set-up, resume, epoch, end-of-epoch
+checkpoint, finish) share the run's state. Everything that does not need that state lives in
+its own module (options, run_dir, distributed, device, data, optim, schedules, checkpoint).
 """
 
 from __future__ import annotations

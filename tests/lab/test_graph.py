@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import torch
 
 from nnspec.compiler import build_model, compile_graph
@@ -59,6 +60,7 @@ def test_edges_follow_the_graph_and_carry_the_shapes_torch_produces():
         assert label == "×".join(map(str, produced[source])), source
 
 
+@pytest.mark.needs_tool("dot")
 def test_svg_is_rendered_by_graphviz(tmp_path, capsys):
     out = tmp_path / "graph.svg"
     assert main(["graph", "specs/resnet18.yaml", "-o", str(out)]) == 0
