@@ -69,8 +69,11 @@ def node_schemes(node, config: InitConfig) -> tuple[InitScheme | None, InitSchem
     return weight, bias
 
 
-def _is_bias(name: str) -> bool:
-    return name.rsplit(".", 1)[-1].startswith("bias") or "_bias" in name
+def is_bias(name: str) -> bool:
+    """A parameter the `bias` scheme initialises: `bias`, `in_proj_bias`, LSTM's `bias_ih_l0`
+    (not the relative position bias table of attention: a learned table, like a weight)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf.startswith("bias") or leaf.endswith("_bias")
 
 
 def given(scheme: InitScheme | None) -> bool:
@@ -84,7 +87,7 @@ def initialize(model: nn.Module, graph: Graph, config: InitConfig) -> None:
         module = model.get_submodule(node.id)
         weight, bias = node_schemes(node, config)
         for pname, param in module.named_parameters():
-            scheme = bias if _is_bias(pname) else weight
+            scheme = bias if is_bias(pname) else weight
             if not given(scheme):
                 continue
             if scheme.scheme in _FAN_BASED and param.dim() < 2:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nnspec.compiler.init import is_bias
 from nnspec.compiler.layers import get_kind
 from nnspec.compiler.schema import InitConfig, InitScheme
 from nnspec.runtime.codegen.format import Brackets, Call, Code, flat, layout
@@ -85,8 +86,7 @@ def _param_scheme(node, pname: str, config: InitConfig) -> InitScheme | None:
         else None
     )
     bias = node.init.bias if node.init and node.init.bias else config.bias
-    is_bias = pname.rsplit(".", 1)[-1].startswith("bias") or "_bias" in pname
-    scheme = bias if is_bias else weight
+    scheme = bias if is_bias(pname) else weight
     return None if scheme is None or scheme.scheme == "default" else scheme
 
 
