@@ -76,7 +76,10 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=logits_bias, dropout_p=self.dropout if self.training else 0.0,
             scale=self.scale)
-        return self.out_proj(out.transpose(1, 2).reshape(x.shape))
+        # a real copy: traced, SDPA's output may already be laid out (.., N, heads, ..)
+        # so a reshape is recorded as a view, which ONNX's decomposed SDPA breaks
+        out = out.transpose(1, 2).clone(memory_format=torch.contiguous_format)
+        return self.out_proj(out.reshape(x.shape))
 
     def extra_repr(self) -> str:
         extra = f", window={self.window}" if self.window is not None else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,8 +27,19 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _SAVE_HINT = "save weights with torch.save(model.state_dict(), path) or safetensors"
 
 
-def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
-    """The tensors of a weights file, and which entry held them ("" for a plain state_dict).
+@dataclass(frozen=True)
+class StateDictFile:
+    """The tensors of a weights file. `entry`: the checkpoint entry that held them ("" for a
+    plain state_dict). `ordered`: whether their order is the model's registration order
+    (torch files keep it; safetensors files sort their tensors)."""
+
+    tensors: dict[str, torch.Tensor]
+    entry: str
+    ordered: bool
+
+
+def read_state_dict(path: str | Path) -> StateDictFile:
+    """The tensors of a weights file (see StateDictFile).
 
     Raises:
         DataError: no such file, an unreadable or unsafe file, or no state_dict inside.
@@ -35,7 +47,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    data = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch(path)
+    ordered = path.suffix != ".safetensors"
+    data = _read_torch(path) if ordered else _read_safetensors(path)
     entry = ""
     if isinstance(data, Mapping) and not _all_tensors(data):
         entry = next((k for k in WRAPPERS if isinstance(data.get(k), Mapping)), "")
@@ -45,7 +58,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
         raise DataError(f"{path}: expected a state_dict (names to tensors) or a checkpoint "
                         f"holding one under {', '.join(WRAPPERS)}; found {found}\n"
                         f"    hint: {_SAVE_HINT}")
-    return {_clean(k): v for k, v in data.items()}, entry
+    return StateDictFile({_clean(k): v for k, v in data.items()}, entry, ordered)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:

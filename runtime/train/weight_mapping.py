@@ -16,6 +16,11 @@ structure, refusing what it cannot tell apart.
 4. Recomputed buffers. Buffers that a spec rebuilds from its own sizes (the relative position
    index of windowed attention) are not copied; the source's copy is checked equal.
 
+A safetensors file does not keep the order in which a model registered its tensors (it sorts
+them). Its keys are then put in natural order (`blocks.2` before `blocks.10`), and tensors of
+one signature are told apart only where their names differ by numbers alone (`norm1` and
+`norm2`, `blocks.2` and `blocks.10`; not `q_norm` and `k_norm`).
+
 Everything left over on either side is a problem; the caller refuses the import if any.
 """
 
@@ -110,9 +115,34 @@ def strip_common_prefix(source: Mapping[str, torch.Tensor],
     return {k.split(".", 1)[1]: v for k, v in source.items()}
 
 
+_NUMBER = re.compile(r"(\d+)")
+
+
+def natural_key(key: str) -> list:
+    """Sort key that orders numbers by value: `blocks.2` before `blocks.10`."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in _NUMBER.split(key)]
+
+
+def _told_apart_by_numbers(keys: list[str]) -> bool:
+    """Whether naturally sorted keys differ, pair by pair, first in a segment where only the
+    numbers differ (so their order is the numbers' order, not the alphabet's)."""
+    for a, b in zip(keys, keys[1:], strict=False):
+        for x, y in zip(a.split("."), b.split("."), strict=False):
+            if x != y:
+                if _NUMBER.sub("#", x) != _NUMBER.sub("#", y):
+                    return False
+                break
+    return True
+
+
 class _Matcher:
     def __init__(self, source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
-                 rules: list[Rule], family: str, buffers: Mapping[str, torch.Tensor]):
+                 rules: list[Rule], family: str, buffers: Mapping[str, torch.Tensor],
+                 ordered: bool):
+        if not ordered:
+            source = {k: source[k] for k in sorted(source, key=natural_key)}
+        self.ordered = ordered
         self.source, self.target, self.rules, self.family = source, target, rules, family
         self.buffers = buffers
         self.pairs: dict[str, Pair] = {}  # target key -> pair
@@ -161,7 +191,7 @@ class _Matcher:
         targets = self._module_groups(self.target, self.pairs)
         for signature in sources.keys() & targets.keys():
             have, want = sources[signature], targets[signature]
-            if len(have) != len(want):
+            if len(have) != len(want) or not self._order_known([module_of(k[0]) for k in have]):
                 continue  # left to the tensor-by-tensor pass, which reports what stays unclear
             for source_keys, target_keys in zip(have, want, strict=True):
                 self._zip(source_keys, target_keys)
@@ -198,17 +228,23 @@ class _Matcher:
         targets = self._groups(self.target, self.pairs)
         for signature in dict.fromkeys([*sources, *targets]):
             have, want = sources.get(signature, []), targets.get(signature, [])
-            if have and want and len(have) != len(want):
+            if have and want and (len(have) != len(want) or not self._order_known(have)):
                 role, shape, _ = signature
                 what = f"shape {list(shape)}" + (f" ({role})" if role != "tensor" else "")
+                why = "" if len(have) != len(want) else \
+                    " (safetensors files do not keep the order a model registers its tensors " \
+                    "in; save its state_dict with torch.save, or rename with --family)"
                 self.problems.append(
                     f"cannot tell which of {len(have)} source tensors of {what} "
                     f"({_few(have)}) fill the {len(want)} spec tensors of that shape "
-                    f"({_few(want)})")
+                    f"({_few(want)}){why}")
                 self.settled.update((*have, *want))
             elif have and want:
                 for key, target in zip(have, want, strict=True):
                     self.add(target, key, "structure")
+
+    def _order_known(self, keys: list[str]) -> bool:
+        return self.ordered or len(keys) < 2 or _told_apart_by_numbers(keys)
 
     def _groups(self, tensors: Mapping[str, torch.Tensor], done) -> dict[tuple, list[str]]:
         groups: dict[tuple, list[str]] = {}
@@ -288,7 +324,7 @@ def _few(keys: list[str], shown: int = 3) -> str:
 def match_weights(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
                   rules: Iterable[Rule] = (), family: str = "",
                   buffers: Mapping[str, torch.Tensor] | None = None,
-                  optional: Iterable[str] = ()) -> WeightMapping:
+                  optional: Iterable[str] = (), ordered: bool = True) -> WeightMapping:
     """Map `source` tensors onto `target` (the spec model's state_dict; meta tensors will do).
 
     Args:
@@ -298,11 +334,12 @@ def match_weights(source: Mapping[str, torch.Tensor], target: Mapping[str, torch
         family: the rules' name, for messages.
         buffers: the spec's recomputed (non-persistent) buffers, by key, with their values.
         optional: spec keys that may stay unfilled (training-only heads absent from the source).
+        ordered: whether `source` is in the model's registration order (False: safetensors).
 
     Returns:
         A WeightMapping; its `problems` list everything that stops an exact import.
     """
-    matcher = _Matcher(source, target, list(rules), family, buffers or {})
+    matcher = _Matcher(source, target, list(rules), family, buffers or {}, ordered)
     matcher.by_name()
     matcher.by_module_structure()
     matcher.by_structure()

@@ -183,6 +183,22 @@ def _maxvit_rules() -> list[Rule]:
     return rules
 
 
+_TIMM_BLOCK = r"blocks\.(?P<i>\d+)"
+_TIMM_VIT = [  # timm's VisionTransformer (its safetensors files keep no order: names needed)
+    Rule(r"cls_token", "class_token.token"),
+    Rule(r"pos_embed", "encoder.pos_embedding.embedding"),
+    Rule(r"patch_embed\.proj\.(?P<p>weight|bias)", "conv_proj.proj.{p}"),
+    Rule(rf"{_TIMM_BLOCK}\.norm1\.(?P<p>weight|bias)", "encoder.layer{i1}.attention.ln_1.{p}"),
+    Rule(rf"{_TIMM_BLOCK}\.attn\.qkv\.(?P<p>weight|bias)",
+         "encoder.layer{i1}.attention.self_attention.in_proj_{p}"),
+    Rule(rf"{_TIMM_BLOCK}\.attn\.proj\.(?P<p>weight|bias)",
+         "encoder.layer{i1}.attention.self_attention.out_proj.{p}"),
+    Rule(rf"{_TIMM_BLOCK}\.norm2\.(?P<p>weight|bias)", "encoder.layer{i1}.mlp.ln_2.{p}"),
+    Rule(rf"{_TIMM_BLOCK}\.mlp\.(?P<f>fc[12])\.(?P<p>weight|bias)",
+         "encoder.layer{i1}.mlp.{f}.{p}"),
+    Rule(r"norm\.(?P<p>weight|bias)", "encoder.ln.{p}"),
+]
+
 # family -> (spec names it covers, its rules)
 FAMILIES: dict[str, tuple[str, list[Rule]]] = {
     "alexnet": (r"alexnet", _ALEXNET),
@@ -193,6 +209,7 @@ FAMILIES: dict[str, tuple[str, list[Rule]]] = {
     "vit": (r"vit_.+", _VIT),
     "swin": (r"swin_[tsb]", _swin_rules()),
     "maxvit": (r"maxvit_t", _maxvit_rules()),
+    "timm_vit": (r"(?!)", _TIMM_VIT),  # never chosen by name: --family timm_vit
 }
 
 
@@ -254,13 +271,13 @@ def import_weights(spec, source_path: str | Path, out_path: str | Path,
     family = family or family_of(model.spec.name)
     rules = rules_of(family)
     patterns = _patterns(exclude)
-    source, entry = read_state_dict(source_path)
+    read = read_state_dict(source_path)
     target = {k: v for k, v in model.state_dict().items() if not _excluded(k, patterns)}
-    source = {k: v for k, v in strip_common_prefix(source, target).items()
+    source = {k: v for k, v in strip_common_prefix(read.tensors, target).items()
               if not _excluded(k, patterns)}
     heads = {k: h for k in target if (h := _head_of(k, graph.heads)) is not None}
     mapping = match_weights(source, target, rules, family or "", recomputed_buffers(graph),
-                            optional=heads)
+                            optional=heads, ordered=read.ordered)
     filled = {p.target for p in mapping.pairs}
     absent = [h for h in graph.heads if not any(heads.get(k) == h for k in filled)]
     mapping.problems += [f"spec tensor {k!r} of head {h!r} has no source" for k, h in heads.items()
@@ -289,7 +306,8 @@ def import_weights(spec, source_path: str | Path, out_path: str | Path,
         counts[pair.how] = counts.get(pair.how, 0) + 1
     return ImportResult(
         out_path, family, len(tensors), sum(p.numel() for p in model.parameters()),
-        tuple(absent), tuple(mapping.pairs), tuple(mapping.recomputed), excluded, entry, counts)
+        tuple(absent), tuple(mapping.pairs), tuple(mapping.recomputed), excluded, read.entry,
+        counts)
 
 
 #: the former name, from when only torchvision's zoo families were supported
