@@ -28,7 +28,6 @@ from nnspec.runtime.train.weight_mapping import (
     strip_common_prefix,
 )
 
-MAX_LISTED = 20  # problems shown in an error; the count says how many there are
 
 _PARAM = r"(?P<p>weight|bias|running_mean|running_var|num_batches_tracked)"
 
@@ -351,11 +350,9 @@ def _head_of(key: str, heads: Iterable[str]) -> str | None:
 
 
 def _report(mapping: WeightMapping, source_path) -> str:
-    problems = mapping.problems
-    shown = problems[:MAX_LISTED] + (
-        [f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else [])
+    problems = mapping.problems  # every one: each unmatched tensor is something to fix
     return (f"{Path(source_path).name} does not fit the spec ({len(problems)} problems):\n  "
-            + "\n  ".join(shown)
+            + "\n  ".join(problems)
             + "\n  hint: was it saved from a model of the same design and size? Keys that "
               "differ only in name match by structure when both models register their "
               "tensors in the same order; --exclude leaves a part (a new head) as initialised")
