@@ -28,7 +28,6 @@ from nnspec.runtime.train.weight_mapping import (
     strip_common_prefix,
 )
 
-
 _PARAM = r"(?P<p>weight|bias|running_mean|running_var|num_batches_tracked)"
 
 
