@@ -76,6 +76,13 @@ def is_bias(name: str) -> bool:
     return leaf.startswith("bias") or leaf.endswith("_bias")
 
 
+def keeps_init(module: nn.Module, pname: str) -> bool:
+    """A parameter whose module gives it a meaning of its own (Swin V2's attention temperature,
+    `keeps_init = ("logit_scale",)`), which a spec's weight and bias schemes leave alone."""
+    owner, _, leaf = pname.rpartition(".")
+    return leaf in getattr(module.get_submodule(owner), "keeps_init", ())
+
+
 def given(scheme: InitScheme | None) -> bool:
     return scheme is not None and scheme.scheme != "default"
 
@@ -87,6 +94,8 @@ def initialize(model: nn.Module, graph: Graph, config: InitConfig) -> None:
         module = model.get_submodule(node.id)
         weight, bias = node_schemes(node, config)
         for pname, param in module.named_parameters():
+            if keeps_init(module, pname):
+                continue
             scheme = bias if is_bias(pname) else weight
             if not given(scheme):
                 continue

@@ -82,9 +82,11 @@ class Embedding(LayerKind):
 
 class PositionBias(LayerConfig):
     """A learned relative position bias over the tokens of a window (Swin's Eq. 4): one value
-    per head for each offset between two tokens, added to the attention logits."""
+    per head for each offset between two tokens, added to the attention logits. With `mlp`,
+    Swin V2's continuous form: an MLP of that width computes the values from the offsets."""
 
     window: PositiveInt | list[PositiveInt]
+    mlp: PositiveInt | None = None
 
     def size(self) -> tuple[int, int]:
         window = self.window
@@ -109,6 +111,7 @@ class SelfAttentionKind(LayerKind):
         bias: bool = True
         scale: float | None = Field(None, gt=0)
         position_bias: PositionBias | None = None
+        cosine: bool = False  # Swin V2's scaled cosine attention (a learned temperature)
 
     def infer_shape(self, cfg, in_shapes):
         shape = in_shapes[0]
@@ -121,8 +124,12 @@ class SelfAttentionKind(LayerKind):
         n, dim = shape[-2:]
         if dim % cfg.heads:
             raise ShapeError(f"dim {dim} is not divisible by heads={cfg.heads}")
+        if cfg.cosine and cfg.scale is not None:
+            raise ShapeError("cosine attention learns its scale: leave out `scale`")
         if cfg.position_bias is not None:
             height, width = cfg.position_bias.size()
+            if cfg.position_bias.mlp is not None and min(height, width) < 2:
+                raise ShapeError("a continuous position bias needs a window of 2x2 or more")
             if height * width != n:
                 raise ShapeError(f"position_bias window {height}x{width} has {height * width} "
                                  f"tokens, the input has {n}",
@@ -133,14 +140,21 @@ class SelfAttentionKind(LayerKind):
 
     def build(self, cfg, in_shapes):
         shape = in_shapes[0]
-        window = cfg.position_bias.size() if cfg.position_bias is not None else None
-        return modules.SelfAttention(shape[-1], cfg.heads, cfg.dropout, cfg.bias, cfg.scale,
-                                     window)
+        bias = cfg.position_bias
+        return modules.SelfAttention(
+            shape[-1], cfg.heads, cfg.dropout, cfg.bias, cfg.scale,
+            window=bias.size() if bias is not None else None,
+            mlp=bias.mlp if bias is not None else None, cosine=cfg.cosine)
 
     def macs(self, cfg, in_shapes, out_shape):
         *lead, n, d = in_shapes[0]
         # q, k, v and out projections + the two attention matmuls, for each window or group
-        return math.prod(lead) * (4 * n * d * d + 2 * n * n * d)
+        total = math.prod(lead) * (4 * n * d * d + 2 * n * n * d)
+        bias = cfg.position_bias
+        if bias is not None and bias.mlp is not None:  # the continuous bias, once per forward
+            height, width = bias.size()
+            total += (2 * height - 1) * (2 * width - 1) * bias.mlp * (2 + cfg.heads)
+        return total
 
 
 def _check_mask(mask, logits) -> None:

@@ -348,6 +348,8 @@ register_codegen(
                 ("bias", m.in_proj_bias is not None, True),
                 ("scale", m.scale, None),
                 ("window", m.window, None),
+                ("mlp", m.mlp, None),
+                ("cosine", m.cosine, False),
             ),
         ),
         helpers=("SelfAttention",),

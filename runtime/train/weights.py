@@ -124,13 +124,14 @@ _VIT = [
 
 
 def _swin_rules() -> list[Rule]:
-    """torchvision's SwinTransformer: `features` holds the patch embedding, the four stages
-    (features.1, .3, .5, .7) and the patch merging between them (features.2, .4, .6)."""
+    """torchvision's SwinTransformer (V1 and V2): `features` holds the patch embedding, the
+    four stages (features.1, .3, .5, .7) and the patch merging between them (.2, .4, .6)."""
     block = {
         r"norm1\.(?P<p>weight|bias)": "attention.norm1.{p}",
         r"attn\.qkv\.(?P<p>weight|bias)": "attention.attn.in_proj_{p}",
         r"attn\.proj\.(?P<p>weight|bias)": "attention.attn.out_proj.{p}",
-        r"attn\.(?P<t>relative_position_bias_table|relative_position_index)":
+        r"attn\.(?P<t>relative_position_bias_table|relative_position_index|logit_scale"
+        r"|relative_coords_table|cpb_mlp\.[02]\.weight|cpb_mlp\.0\.bias)":
             "attention.attn.{t}",
         r"norm2\.(?P<p>weight|bias)": "mlp.norm2.{p}",
         r"mlp\.0\.(?P<p>weight|bias)": "mlp.fc1.{p}",
@@ -205,7 +206,7 @@ FAMILIES: dict[str, tuple[str, list[Rule]]] = {
     "googlenet": (r"googlenet", _GOOGLENET),
     "resnet": (r"resnet\d+", _RESNET),
     "vit": (r"vit_.+", _VIT),
-    "swin": (r"swin_[tsb]", _swin_rules()),
+    "swin": (r"swin_(v2_)?[tsb]", _swin_rules()),
     "maxvit": (r"maxvit_t", _maxvit_rules()),
     "timm_vit": (r"(?!)", _TIMM_VIT),  # never chosen by name: --family timm_vit
 }

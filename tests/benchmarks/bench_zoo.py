@@ -26,7 +26,7 @@ from torchvision import models as tv
 from nnspec.compiler import build_model
 
 #: models whose spec is an example rather than a zoo name
-EXAMPLES = {"swin_t": "specs/examples/swin_t.yaml", "maxvit_t": "specs/examples/maxvit_t.yaml"}
+EXAMPLES = {name: f"specs/examples/{name}.yaml" for name in ("swin_t", "swin_v2_t", "maxvit_t")}
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 

@@ -99,6 +99,29 @@ def test_swin_window_attention_equals_torchvisions(tmp_path, shift):
                 model.windows(model.roll1(model.norm1(x))), model.mask(x)), atol=1e-3)
 
 
+def test_swin_v2_cosine_attention_with_continuous_bias_equals_torchvisions(tmp_path):
+    reference = swin_transformer.ShiftedWindowAttentionV2(16, [7, 7], [3, 3], 2).eval()
+    with torch.no_grad():
+        reference.cpb_mlp[0].weight.normal_(generator=GEN)
+        reference.logit_scale.uniform_(1.0, 3.0, generator=GEN)
+        reference.qkv.bias.normal_(generator=GEN)  # its key part is ignored, by both
+    text = SWIN_ATTENTION.replace("position_bias: {window: 7}",
+                                  "cosine: true, position_bias: {window: 7, mlp: 512}")
+    model = build_model(write_spec(tmp_path, text), overrides=["init.attention=zeros"]).eval()
+    assert torch.equal(model.attn.logit_scale, torch.log(10 * torch.ones(2, 1, 1)))  # untouched
+    model.load_state_dict({
+        "norm1.weight": torch.ones(16), "norm1.bias": torch.zeros(16),
+        "attn.in_proj_weight": reference.qkv.weight, "attn.in_proj_bias": reference.qkv.bias,
+        "attn.out_proj.weight": reference.proj.weight, "attn.out_proj.bias": reference.proj.bias,
+        "attn.logit_scale": reference.logit_scale,
+        **{f"attn.cpb_mlp.{k}": v for k, v in reference.cpb_mlp.state_dict().items()},
+    })
+    x = randn(2, 14, 21, 16)
+    with torch.no_grad():
+        expected = reference(torch.nn.functional.layer_norm(x, (16,)))
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=0)
+
+
 def test_maxvit_relative_attention_equals_torchvisions_with_its_scale():
     reference = maxvit.RelativePositionalMultiHeadAttention(64, 32, 49).eval()
     with torch.no_grad():

@@ -1,9 +1,10 @@
-"""specs/examples/swin_t.yaml and maxvit_t.yaml equal torchvision's swin_t and maxvit_t:
+"""specs/examples/swin_t.yaml, swin_v2_t.yaml and maxvit_t.yaml equal torchvision's swin_t,
+swin_v2_t and maxvit_t:
 parameters, state_dict shapes, the drop-path schedule, MACs against the published `_ops`, and
 eval outputs after `nnspec import-weights` from torchvision's own state_dict.
 
-Each model is built once per module (they are 28M and 31M parameters) and compared on one
-224x224 image; nothing downloads: torchvision's weights are random, made lively below.
+Each model is built once per module (28M to 31M parameters) and compared on one image (224x224,
+Swin V2's 256x256); nothing downloads: torchvision's weights are random, made lively below.
 """
 
 from __future__ import annotations
@@ -24,17 +25,24 @@ from nnspec.runtime.train.weights import FAMILIES
 EXAMPLES = Path(__file__).resolve().parents[2] / "specs" / "examples"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-MODELS = {"swin_t": "swin", "maxvit_t": "maxvit"}
+MODELS = {"swin_t": "swin", "swin_v2_t": "swin", "maxvit_t": "maxvit"}
+RECOMPUTED = ("relative_position_index", "relative_coords_table")  # from the window size
 
 
 def lively(model: torch.nn.Module) -> torch.nn.Module:
-    """O(1) position biases and batch-norm statistics (torchvision starts them near zero and
-    at the identity), so that an agreement to 1e-4 covers them too."""
+    """O(1) position biases, temperatures, key biases and batch-norm statistics (torchvision
+    starts them near zero, at 10 and at the identity), so an agreement to 1e-4 covers them."""
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.endswith("relative_position_bias_table"):
+            if name.endswith(("relative_position_bias_table", "cpb_mlp.0.weight")):
                 param.normal_(generator=generator)
+            elif name.endswith("cpb_mlp.2.weight"):
+                param.normal_(0, 0.1, generator=generator)
+            elif name.endswith("logit_scale"):
+                param.uniform_(1.0, 3.0, generator=generator)
+            elif name.endswith("qkv.bias"):  # Swin V2 ignores the keys' part
+                param.normal_(0, 0.1, generator=generator)
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.weight.uniform_(0.5, 1.5, generator=generator)
@@ -69,15 +77,16 @@ def test_state_dict_is_torchvisions_under_the_rename_rules(pair):
     name, reference, model = pair
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {renamed(name, k): tuple(v.shape) for k, v in reference.state_dict().items()
-              if not k.endswith("relative_position_index")}  # recomputed from the window size
+              if not k.endswith(RECOMPUTED)}
     assert ours == theirs
     assert sum(p.numel() for p in model.parameters()) == \
         sum(p.numel() for p in reference.parameters())
 
 
 def test_eval_output_equals_torchvision_with_the_same_weights(pair):
-    _, reference, model = pair
-    raw = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    name, reference, model = pair
+    size = 256 if name == "swin_v2_t" else 224
+    raw = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = reference((raw - MEAN) / STD)
         got = model(raw)
@@ -87,7 +96,7 @@ def test_eval_output_equals_torchvision_with_the_same_weights(pair):
 
 def test_drop_path_grows_linearly_over_all_blocks_like_torchvisions(pair):
     name, reference, model = pair
-    if name == "swin_t":
+    if name.startswith("swin"):
         theirs = [block.stochastic_depth.p for i in (1, 3, 5, 7) for block in reference.features[i]]
         last = "attention.stochastic_depth1"
     else:
