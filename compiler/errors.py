@@ -49,20 +49,31 @@ class NnspecError(Exception):
 
 
 class SpecError(NnspecError):
-    """A spec (or an override of it) is invalid. Holds every problem found, not only the first."""
+    """A spec (or an override of it) is invalid. Holds every problem found, not only the first.
 
-    def __init__(self, problems: list[Problem] | Problem | str):
+    `follow_on` counts the problems left out because they follow from those reported (a block
+    that fails at every call, the layers after one whose shape is unknown).
+    """
+
+    def __init__(self, problems: list[Problem] | Problem | str, follow_on: int = 0):
         if isinstance(problems, str):
             problems = [Problem(problems)]
         elif isinstance(problems, Problem):
             problems = [problems]
         self.problems = list(problems)
+        self.follow_on = follow_on
         super().__init__(self._render())
 
     def _render(self) -> str:
         lines = [str(p) for p in self.problems]
+        them = "it" if len(lines) == 1 else "them"
+        more = self.follow_on
+        follow = f"{more} problem{'s' if more != 1 else ''} that follow{'s' if more == 1 else ''}"
         if len(lines) > 1:
-            lines.append(f"{len(lines)} problems found")
+            lines.append(f"{len(lines)} problems found" + (f", and {follow} from {them}"
+                                                            if more else ""))
+        elif more:
+            lines.append(f"and {follow} from {them}")
         return "\n".join(lines)
 
 

@@ -134,13 +134,14 @@ def parse_text(text: str, file: str) -> tuple[Any, SourceMap]:
 
 
 def render_template(text: str, file: str, variables: dict[str, Any]) -> str:
-    """Render a *.yaml.j2 spec family in a sandbox; undefined variables are errors."""
+    """Render a *.yaml.j2 spec family in the budgeted sandbox; undefined variables are errors."""
     import jinja2
-    from jinja2.sandbox import SandboxedEnvironment
 
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    from nnspec.compiler.budget import LIMITS_HINT, BudgetExceeded, budget
+
     try:
-        return env.from_string(text).render(**variables)
+        with budget() as active, active.running():
+            return _template_sandbox().from_string(text).render(**variables)
     except jinja2.TemplateSyntaxError as e:
         raise SpecError(Problem(f"template error: {e.message}",
                                 mark=Mark(file, e.lineno or 1, 1))) from None
@@ -150,10 +151,31 @@ def render_template(text: str, file: str, variables: dict[str, Any]) -> str:
             hint="pass it with --var NAME=VALUE",
         )) from None
     except jinja2.exceptions.SecurityError as e:
-        raise SpecError(Problem(f"template tried an unsafe operation: {e}", mark=Mark(file, 1, 1))) from None
+        raise SpecError(Problem(f"template tried an unsafe operation: {e}",
+                                mark=Mark(file, _template_line(e), 1))) from None
+    except BudgetExceeded as e:
+        raise SpecError(Problem(f"template {e}", mark=Mark(file, _template_line(e), 1),
+                                hint=LIMITS_HINT)) from None
+    except (RecursionError, MemoryError) as e:
+        what = "nests calls too deeply" if isinstance(e, RecursionError) else "ran out of memory"
+        raise SpecError(Problem(f"template {what}", mark=Mark(file, _template_line(e), 1),
+                                hint="a macro that calls itself needs a condition that ends it"))\
+            from None
     except Exception as e:  # errors raised by template expressions (e.g. int('x'))
         raise SpecError(Problem(f"template failed: {e}", mark=Mark(file, _template_line(e), 1),
                                 hint="check the --var values")) from None
+
+
+_TEMPLATES = None
+
+
+def _template_sandbox():
+    global _TEMPLATES
+    if _TEMPLATES is None:
+        from nnspec.compiler.sandbox import SpecSandbox
+
+        _TEMPLATES = SpecSandbox(keep_trailing_newline=True)
+    return _TEMPLATES
 
 
 def _template_line(error: BaseException) -> int:
