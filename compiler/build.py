@@ -14,7 +14,7 @@ from torch import nn
 
 from nnspec.compiler import modules
 from nnspec.compiler.errors import Problem, SpecError
-from nnspec.compiler.graph import Graph
+from nnspec.compiler.graph import Graph, Node
 from nnspec.compiler.layers import get_kind
 from nnspec.compiler.schema import NormalizeSpec
 
@@ -47,7 +47,7 @@ class CompiledModel(nn.Module):
         self.input_normalization = self._make_normalization()
         inplace = _inplace_safe(graph)
         for node in graph.nodes:
-            module = get_kind(node.kind).build(node.config, node.in_shapes)
+            module = build_node_module(node)
             if node.id in inplace:
                 module.inplace = True
             _attach(self, node.id, module, node)
@@ -132,6 +132,22 @@ def _inplace_safe(graph: Graph) -> set[str]:
             continue
         safe.add(node.id)
     return safe
+
+
+def build_node_module(node: Node) -> nn.Module:
+    """The module of one node, on the current default device.
+
+    Raises:
+        SpecError: torch could not build or allocate it (located at the node).
+    """
+    try:
+        return get_kind(node.kind).build(node.config, node.in_shapes)
+    except (RuntimeError, MemoryError, ValueError, OverflowError) as e:
+        # torch's "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecError(Problem(
+            f"cannot build this {node.kind} layer: {reason}", path=node.path, mark=node.mark,
+            hint="`nnspec check` estimates the memory a spec needs (see --max-memory)")) from None
 
 
 def _attach(root: nn.Module, dotted: str, module: nn.Module, node) -> None:

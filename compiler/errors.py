@@ -11,13 +11,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Mark:
-    """A place in a source file (1-based line and column)."""
+    """A place in a source file (1-based line and column; line 0 names a whole source, such
+    as one `--set` argument)."""
 
     file: str
     line: int
     column: int
 
     def __str__(self) -> str:
+        if self.line <= 0:
+            return self.file
         return f"{self.file}:{self.line}:{self.column}"
 
 

@@ -9,7 +9,7 @@ bounded, and templates render in jinja2's SandboxedEnvironment.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -189,19 +189,18 @@ def _template_line(error: BaseException) -> int:
 
 
 def read_source(path: Path, variables: dict[str, Any] | None = None) -> tuple[Any, SourceMap]:
-    """Read a .yaml/.yml/.json file, or render a .j2 family first."""
+    """Read a .yaml/.yml/.json file, or render a .j2 family first.
+
+    The file must be a regular file of at most MAX_FILE_BYTES, checked before it is read
+    (a link to /dev/zero or a FIFO is refused at once, see compiler/files.py).
+    """
+    from nnspec.compiler.files import UnreadableFile, read_text_capped
+
     name = str(path)
     try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise SpecError(Problem(f"cannot read spec: {e.strerror}", path=name)) from None
-    if size > MAX_FILE_BYTES:
-        raise SpecError(Problem(f"file is larger than {MAX_FILE_BYTES // 1024 // 1024} MiB",
-                                mark=Mark(name, 1, 1)))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(Problem(f"cannot read spec: {e}", path=name)) from None
+        text = read_text_capped(path, MAX_FILE_BYTES)
+    except UnreadableFile as e:
+        raise SpecError(Problem(f"cannot read this spec: {e}", mark=Mark(name, 0, 0))) from None
     if path.suffix == ".j2":
         text = render_template(text, name, variables or {})
     elif variables:
@@ -240,17 +239,17 @@ def apply_overrides(data: Any, source: SourceMap, overrides: list[str]) -> None:
         if not sep:
             problems.append(Problem(f"override {item!r} needs the form PATH=VALUE"))
             continue
+        marker = Mark(f"--set {item}", 0, 0)
         try:
             path = parse_override_path(path_text.strip())
             value, _ = parse_text(value_text, f"--set {item}") if value_text.strip() else (None, None)
         except SpecError as e:
-            problems.extend(e.problems)
+            problems.extend(replace(p, mark=marker) for p in e.problems)
             continue
         problem = _set_path(data, path, value)
         if problem:
-            problems.append(Problem(problem, path=format_path(path), mark=Mark(f"--set {item}", 1, 1)))
+            problems.append(Problem(problem, path=format_path(path), mark=marker))
         else:
-            marker = Mark(f"--set {item}", 1, 1)
             for key in [k for k in source.marks if k[: len(path)] == path]:
                 del source.marks[key]
             source.marks[path] = marker

@@ -179,6 +179,14 @@ class Spec(Strict):
     _data: dict = PrivateAttr(default_factory=dict)
     _source: SourceMap | None = PrivateAttr(default=None)
 
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, value: str) -> str:
+        # the name becomes runs/NAME, a Triton model folder, NAME.onnx
+        if value in (".", ".."):
+            raise ValueError(f"a spec name cannot be {value!r}: it names folders (runs/NAME)")
+        return value
+
     @field_validator("inputs")
     @classmethod
     def _not_empty(cls, value):

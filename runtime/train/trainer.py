@@ -38,6 +38,7 @@ from nnspec.runtime.train.checkpoint import (
     load_checkpoint,
     restore_rng,
     save_checkpoint,
+    storage_failure,
     write_json_atomic,
     write_text_atomic,
 )
@@ -77,8 +78,12 @@ def train(spec, options: TrainOptions, log: Callable[[str], None] = print) -> di
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     ctx.start(device)
+    run = None
     try:
-        return _Run(spec, options, ctx, device, log if ctx.is_main else _quiet).execute()
+        run = _Run(spec, options, ctx, device, log if ctx.is_main else _quiet)
+        return run.execute()
+    except OSError as error:  # disk full, permission denied, a file that vanished
+        raise storage_failure(error, run.checkpoints if run else None) from error
     finally:
         ctx.stop()
 
