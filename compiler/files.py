@@ -34,7 +34,7 @@ def read_bytes_capped(path: str | Path, limit: int) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise UnreadableFile(f"it is {_kind(info.st_mode)}, not a regular file")
         if info.st_size > limit:
-            raise UnreadableFile(f"it is larger than {_size(limit)} ({_size(info.st_size)})")
+            raise UnreadableFile(f"it is larger than {_size(limit)} ({info.st_size:,} bytes)")
         chunks, total = [], 0
         while total <= limit:
             chunk = os.read(fd, min(1 << 20, limit + 1 - total))

@@ -109,7 +109,13 @@ class _Builder:
             if not node.style and _FLOAT.match(node.value):
                 return float(node.value)
             return node.value
-        return self.constructor.construct_object(node)
+        try:
+            return self.constructor.construct_object(node)
+        except ValueError as e:  # an integer of over 4300 digits (Python's int(str) limit)
+            raise SpecError(Problem(
+                f"the number {node.value[:20]}... is too long ({len(node.value)} characters)",
+                mark=self.mark_of(node), path=format_path(path),
+                hint="numbers in a spec are sizes and rates")) from e
 
 
 def parse_text(text: str, file: str) -> tuple[Any, SourceMap]:
@@ -236,13 +242,15 @@ def apply_overrides(data: Any, source: SourceMap, overrides: list[str]) -> None:
     problems: list[Problem] = []
     for item in overrides:
         path_text, sep, value_text = item.partition("=")
+        shown = item if len(item) <= 80 else item[:77] + "..."
         if not sep:
-            problems.append(Problem(f"override {item!r} needs the form PATH=VALUE"))
+            problems.append(Problem(f"override {shown!r} needs the form PATH=VALUE"))
             continue
-        marker = Mark(f"--set {item}", 0, 0)
+        marker = Mark(f"--set {shown}", 0, 0)
         try:
             path = parse_override_path(path_text.strip())
-            value, _ = parse_text(value_text, f"--set {item}") if value_text.strip() else (None, None)
+            value, _ = parse_text(value_text, f"--set {shown}") if value_text.strip() \
+                else (None, None)
         except SpecError as e:
             problems.extend(replace(p, mark=marker) for p in e.problems)
             continue

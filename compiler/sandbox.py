@@ -26,7 +26,7 @@ from typing import Any
 
 import jinja2
 from jinja2 import nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from nnspec.compiler.budget import Budget, BudgetExceeded, current, measure
 from nnspec.compiler.unknown import UNKNOWN
@@ -187,7 +187,7 @@ def _range(*args: int) -> range:
         active.check(arg, "a range bound")
     result = range(*args)
     if len(result) > active.limits.size:
-        active.refuse_size(f"range{args}", len(result))
+        active.refuse_size(f"range({', '.join(map(str, args))})", len(result))
     return result
 
 
@@ -219,6 +219,12 @@ class SpecSandbox(ImmutableSandboxedEnvironment):
         self.globals["range"] = _range
 
     # -- jinja2 hooks ----------------------------------------------------------------------
+    def _load_template(self, name, globals):
+        # `{% include %}`, `{% import %}`, `{% extends %}`: a spec is one file, never a reader
+        # of others (/etc/passwd), whatever loader a caller might configure
+        raise SecurityError(f"a spec template cannot include, import or extend other files "
+                            f"({name!r})")
+
     def _parse(self, source, name, filename):
         tree = super()._parse(source, name, filename)
         for loop in tree.find_all(nodes.For):

@@ -31,7 +31,8 @@ class Strict(BaseModel):
 
 
 class InputSpec(Strict):
-    shape: list[PositiveInt] = Field(min_length=1, max_length=5)
+    # a dim beyond int32 is no tensor anyone can allocate (compiler/magnitude.py)
+    shape: list[Annotated[int, Field(gt=0, le=2**31 - 1)]] = Field(min_length=1, max_length=5)
     dtype: Literal["float32", "int64"] = "float32"
 
 
