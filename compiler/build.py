@@ -173,8 +173,14 @@ def _check_name(part: str, node) -> None:
 
 def build_graph_model(graph: Graph, seed: int | None = None) -> CompiledModel:
     """Build and initialise a model for `graph`, deterministically for a given seed."""
+    from nnspec.compiler.footprint import estimate_footprint, physical_memory, unallocatable_problem
     from nnspec.compiler.init import initialize
 
+    # Refused before anything is allocated: torch would fail, or succeed lazily and leave the
+    # OOM killer to end the process while init writes the weights.
+    problem = unallocatable_problem(estimate_footprint(graph), physical_memory())
+    if problem is not None:
+        raise SpecError(problem)
     spec = graph.spec
     if seed is None:
         seed = spec.init.seed if spec is not None and spec.init.seed is not None else 0

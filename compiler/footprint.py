@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ def footprint_problems(footprint: Footprint, max_params: int = DEFAULT_MAX_PARAM
         problems.append(Problem(
             f"the model has {format_count(footprint.params)} parameters, more than the budget "
             f"of {format_count(max_params)}; this layer has {format_count(top.params)} of them",
-            path=top.node.path, mark=top.node.mark,
+            path=top.node.path, mark=top.node.mark, context=_context(top.node),
             hint="make the layer smaller, or raise the budget with --max-params"))
     if footprint.total_bytes > max_memory and footprint.nodes:
         top = max(footprint.nodes, key=lambda n: n.param_bytes + n.activation_bytes)
@@ -108,9 +109,39 @@ def footprint_problems(footprint: Footprint, max_params: int = DEFAULT_MAX_PARAM
             f"{format_bytes(footprint.activation_bytes)} of activations), more than the budget "
             f"of {format_bytes(max_memory)}; this layer takes "
             f"{format_bytes(top.param_bytes + top.activation_bytes)}",
-            path=top.node.path, mark=top.node.mark,
+            path=top.node.path, mark=top.node.mark, context=_context(top.node),
             hint="make the layer or the input smaller, or raise the budget with --max-memory"))
     return problems
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM this machine has, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def unallocatable_problem(footprint: Footprint, memory: int | None) -> Problem | None:
+    """A problem when the parameters alone exceed `memory` (building them on the CPU would
+    fail, or wake the kernel's OOM killer halfway through initialising them), else None."""
+    if memory is None or footprint.param_bytes <= memory or not footprint.nodes:
+        return None
+    top = max(footprint.nodes, key=lambda n: n.param_bytes)
+    return Problem(
+        f"the model's parameters need {format_bytes(footprint.param_bytes)}, more than this "
+        f"machine's {format_bytes(memory)} of memory; this layer holds "
+        f"{format_bytes(top.param_bytes)}",
+        path=top.node.path, mark=top.node.mark, context=_context(top.node),
+        hint="make the layer smaller (`nnspec check` estimates what a spec needs)")
+
+
+def _context(node: Node) -> str:
+    """Which call of a block the node comes from (its path is inside the block's body)."""
+    calls = [scope for scope in node.scopes if scope.kind == "block"]
+    if not calls:
+        return ""
+    return f"in block {calls[-1].block!r} called at {calls[-1].path} (node {node.id})"
 
 
 def format_count(n: int) -> str:

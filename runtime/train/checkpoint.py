@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from nnspec.compiler.errors import DataError, TrainingError
+from nnspec.compiler.errors import DataError
 from nnspec.compiler.files import UnreadableFile, read_text_capped
 
 WEIGHTS_SUFFIX = ".safetensors"
@@ -131,17 +131,6 @@ def complete_checkpoint(directory: Path, name: str) -> dict:
 
 def checkpoint_exists(directory: Path, name: str) -> bool:
     return (Path(directory) / f"{name}.json").exists()
-
-
-def storage_failure(error: OSError, checkpoints: Path | None) -> TrainingError:
-    """One message for an I/O failure during training, saying what is kept."""
-    what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
-    if checkpoints is not None and checkpoint_exists(checkpoints, "last"):
-        kept = (f"the last good checkpoint in {checkpoints} is intact; fix the cause and "
-                "continue with --resume")
-    else:
-        kept = "no checkpoint had been written yet"
-    return TrainingError(f"training stopped: {what}\n    {kept}")
 
 
 def capture_rng() -> dict[str, torch.Tensor]:

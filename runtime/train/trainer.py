@@ -38,7 +38,6 @@ from nnspec.runtime.train.checkpoint import (
     load_checkpoint,
     restore_rng,
     save_checkpoint,
-    storage_failure,
     write_json_atomic,
     write_text_atomic,
 )
@@ -46,6 +45,7 @@ from nnspec.runtime.train.data import DataSplits, channel_stats, load_data, make
 from nnspec.runtime.train.device import autocast_for, prepare_input, resolve_device
 from nnspec.runtime.train.distributed import Distributed
 from nnspec.runtime.train.evaluate import evaluate, loss_function, spec_section
+from nnspec.runtime.train.failures import is_out_of_memory, memory_failure, storage_failure
 from nnspec.runtime.train.optim import build_optimizer, momentum_of
 from nnspec.runtime.train.options import TrainOptions
 from nnspec.runtime.train.progress import ProgressBar
@@ -84,6 +84,10 @@ def train(spec, options: TrainOptions, log: Callable[[str], None] = print) -> di
         return run.execute()
     except OSError as error:  # disk full, permission denied, a file that vanished
         raise storage_failure(error, run.checkpoints if run else None) from error
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        raise memory_failure(error, run.checkpoints if run else None) from None
     finally:
         ctx.stop()
 

@@ -146,3 +146,17 @@ def test_googlenet_training_params_equal_torchvision_with_aux_heads():
         reference = torchvision.models.googlenet(aux_logits=True, init_weights=False)
     summary = summarize(compile_graph("googlenet"))
     assert summary["training_params"] == sum(p.numel() for p in reference.parameters())
+
+
+def test_build_refuses_parameters_the_machine_cannot_hold_before_allocating(monkeypatch):
+    from nnspec.compiler import build_model, footprint
+
+    monkeypatch.setattr(footprint, "physical_memory", lambda: 100_000)  # a 100 kB machine
+    with pytest.raises(SpecError) as info:
+        build_model("digits_cnn")  # 56,714 parameters: 227 kB
+    problem = info.value.problems[0]
+    assert problem.message.startswith("the model's parameters need 222 KiB, more than this "
+                                      "machine's 97.7 KiB of memory; this layer holds")
+    # stage3's 64 -> 64 conv holds the most; its path is in the block's body
+    assert problem.path == "blocks.conv_bn_relu.layers[0]"
+    assert problem.context == "in block 'conv_bn_relu' called at network[2] (node stage3.conv1)"

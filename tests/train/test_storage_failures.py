@@ -83,3 +83,23 @@ def test_unreadable_run_records_are_errors_not_tracebacks(tmp_path):
     (tmp_path / "last.json").write_text("[]")
     with pytest.raises(DataError, match="checkpoint record .*last.json cannot be read"):
         load_checkpoint(tmp_path, "last")
+
+
+def test_running_out_of_memory_is_one_message_with_a_hint(tmp_path, monkeypatch, capsys):
+    from nnspec.compiler.build import CompiledModel
+
+    def forward(self, *args, **kwargs):  # what the CPU allocator raises for a too-large batch
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 1843200000000 bytes.")
+
+    monkeypatch.setattr(CompiledModel, "forward", forward)
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text("nnspec: 1\nname: tiny\ninput: {shape: [1, 8, 8]}\n"
+                    "network: [flatten, {linear: {out: 10}}]\ntrain: {epochs: 1}\n")
+    assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: training stopped: out of memory ([enforce fail at "
+                          "alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate")
+    assert "no checkpoint had been written yet" in err
+    assert "hint: lower train.batch_size or the model's size" in err
+    assert "Traceback" not in err
