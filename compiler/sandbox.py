@@ -34,8 +34,8 @@ from nnspec.compiler.unknown import UNKNOWN
 __all__ = ["SpecSandbox"]
 
 
-# a printf conversion (`%08.3f`, `%*d`): its width and precision
-_PRINTF = re.compile(r"%[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+# a printf conversion (`%08.3f`, `%*d`, `%(name)9d`): its width and precision
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _DIGITS = re.compile(r"\d+")
 
 
@@ -44,7 +44,8 @@ def _check_widths(budget: Budget, widths: list[str], args: Any) -> None:
     limit = budget.limits.size
     for width in widths:
         if width == "*" or width.startswith("{"):  # taken from the arguments
-            items = args if isinstance(args, tuple | list) else [args]
+            items = list(args) if isinstance(args, tuple | list) else [args]
+            items += [v for item in items if isinstance(item, dict) for v in item.values()]
             for item in items:
                 if isinstance(item, int) and abs(item) > limit:
                     budget.refuse_size(f"the format width {item}", abs(item))
@@ -131,7 +132,7 @@ def _filter_estimate(budget: Budget, name: str, args: tuple, kwargs: dict) -> No
             if size > limit:
                 budget.refuse_size("indent()", size)
     elif name == "wordwrap" and isinstance(value, str):
-        wrap = args[4] if len(args) > 4 else kwargs.get("wrapstring") or "\n"
+        wrap = (args[3] if len(args) > 3 else kwargs.get("wrapstring")) or "\n"
         width = args[1] if len(args) > 1 else kwargs.get("width", 79)
         if isinstance(width, int) and isinstance(wrap, str):
             size = len(value) + (len(value) // max(width, 1) + 1) * len(wrap)
@@ -154,15 +155,19 @@ _CHECK_FILTER = "nnspec_checked"
 
 
 def _budgeted_filter(name: str, function):
+    # `join`, `replace`, `wordwrap`, `sum`, `map`...: jinja passes its context first
+    passed = 1 if getattr(function, "jinja_pass_arg", None) is not None else 0
+
     @functools.wraps(function)  # keeps jinja's pass_context / pass_environment marks
     def wrapper(*args, **kwargs):
-        if any(a is UNKNOWN for a in args) or any(v is UNKNOWN for v in kwargs.values()):
+        given = args[passed:]
+        if any(a is UNKNOWN for a in given) or any(v is UNKNOWN for v in kwargs.values()):
             return UNKNOWN
         active = current()
         active.step()
-        for value in (*args, *kwargs.values()):
+        for value in (*given, *kwargs.values()):
             active.check(value, f"the input of |{name}")
-        _filter_estimate(active, name, args, kwargs)
+        _filter_estimate(active, name, given, kwargs)
         return active.check(function(*args, **kwargs), f"the result of |{name}")
 
     return wrapper

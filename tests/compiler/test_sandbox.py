@@ -39,6 +39,11 @@ def expression_error(expression: str, **env) -> str:
     ("{{ (('\\n' * 1000))|indent(999999) }}", "value size limit", 1),
     ("{{ ('-' * 1000).replace('-', 'x' * 100000) }}", "value size limit", 1),
     ("{{ ('-' * 100000).join(['a'] * 100) }}", "value size limit", 1),
+    ("{{ (['a'] * 100)|join('-' * 100000) }}", "value size limit", 1),
+    ("{{ ('-' * 1000)|replace('-', 'x' * 100000) }}", "value size limit", 1),
+    ("{{ ('a ' * 1000)|wordwrap(1, wrapstring='x' * 100000) }}", "value size limit", 1),
+    ("{{ '%(x)999999999d' % {'x': 1} }}", "value size limit", 1),
+    ("{{ '{:{w}}'.format_map({'w': 999999999}) }}", "value size limit", 1),
     ("{% set ns = namespace(s='ab') %}\n{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
      "{% endfor %}", "value size limit", 2),
     ("{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}"
