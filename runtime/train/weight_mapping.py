@@ -208,20 +208,26 @@ class _Matcher:
         return groups
 
     def _zip(self, source_keys: list[str], target_keys: list[str]) -> None:
-        """Pair two modules' tensors: by leaf name where both have it, else in order."""
+        """Pair two modules' tensors: by leaf name where both have it with one signature, else
+        in order within each signature (which a file without an order cannot tell)."""
         targets = {leaf_of(k): k for k in target_keys}
-        rest = []
+        pairs, rest = [], []
         for key in source_keys:
-            if leaf_of(key) in targets:
-                self.add(targets.pop(leaf_of(key)), key, "structure")
+            same = targets.get(leaf_of(key))
+            if same is not None and _signature(same, self.target[same]) == \
+                    _signature(key, self.source[key]):
+                pairs.append((targets.pop(leaf_of(key)), key))
             else:
                 rest.append(key)
-        left = [k for k in target_keys if k in targets.values()]
         by_signature: dict[tuple, list[str]] = {}
-        for key in left:
+        for key in (k for k in target_keys if k in targets.values()):
             by_signature.setdefault(_signature(key, self.target[key]), []).append(key)
+        if not self.ordered and any(len(keys) > 1 for keys in by_signature.values()):
+            return  # left to the tensor-by-tensor pass, which reports it
         for key in rest:
-            self.add(by_signature[_signature(key, self.source[key])].pop(0), key, "structure")
+            pairs.append((by_signature[_signature(key, self.source[key])].pop(0), key))
+        for target, key in pairs:
+            self.add(target, key, "structure")
 
     def by_structure(self) -> None:
         sources = self._groups(self.source, self.by_source)

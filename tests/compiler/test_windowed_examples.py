@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torchvision import models as tv
 
-from nnspec.compiler import compile_graph
+from nnspec.compiler import compile_graph, load_spec
 from nnspec.compiler.build import CompiledModel
 from nnspec.runtime.cli import main
 from nnspec.runtime.export.exporter import load_weights
-from nnspec.runtime.train.weights import FAMILIES
+from nnspec.runtime.train.weights import FAMILIES, import_weights
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "specs" / "examples"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -59,7 +60,8 @@ def renamed(name: str, key: str) -> str:
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def pair(request, tmp_path_factory):
-    """(name, torchvision's model, the spec's model with its weights imported, import output)."""
+    """(name, torchvision's model, the spec's model with its weights imported, the folder
+    holding torchvision's state_dict `tv.pth` and the imported `weights.safetensors`)."""
     name = request.param
     torch.manual_seed(0)
     reference = lively(tv.get_model(name))
@@ -70,11 +72,11 @@ def pair(request, tmp_path_factory):
     assert main(["import-weights", spec, str(directory / "tv.pth"), "-o", str(out), "-q"]) == 0
     model = CompiledModel(compile_graph(spec)).eval()  # no init: every weight is loaded
     load_weights(model, out)
-    return name, reference, model
+    return name, reference, model, directory
 
 
 def test_state_dict_is_torchvisions_under_the_rename_rules(pair):
-    name, reference, model = pair
+    name, reference, model, _ = pair
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {renamed(name, k): tuple(v.shape) for k, v in reference.state_dict().items()
               if not k.endswith(RECOMPUTED)}
@@ -84,7 +86,7 @@ def test_state_dict_is_torchvisions_under_the_rename_rules(pair):
 
 
 def test_eval_output_equals_torchvision_with_the_same_weights(pair):
-    name, reference, model = pair
+    name, reference, model, _ = pair
     size = 256 if name == "swin_v2_t" else 224
     raw = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -95,7 +97,7 @@ def test_eval_output_equals_torchvision_with_the_same_weights(pair):
 
 
 def test_drop_path_grows_linearly_over_all_blocks_like_torchvisions(pair):
-    name, reference, model = pair
+    name, reference, model, _ = pair
     if name.startswith("swin"):
         theirs = [block.stochastic_depth.p for i in (1, 3, 5, 7) for block in reference.features[i]]
         last = "attention.stochastic_depth1"
@@ -111,6 +113,18 @@ def test_drop_path_grows_linearly_over_all_blocks_like_torchvisions(pair):
         if node.kind == "stochastic_depth":
             by_block.setdefault(".".join(node.id.split(".")[:2]), set()).add(node.config.p)
     assert all(len(rates) == 1 for rates in by_block.values())
+
+
+def test_structure_alone_finds_what_the_rename_rules_say(pair):
+    """For a spec of another name (no rules apply), names and structure give the same file."""
+    name, _, _, directory = pair
+    spec = load_spec(EXAMPLES / f"{name}.yaml", overrides=["name=my_windowed_net"])
+    result = import_weights(spec, directory / "tv.pth", directory / "by_structure.safetensors")
+    assert result.family is None and set(result.counts) <= {"structure", "name"}
+    by_rules = load_file(str(directory / "weights.safetensors"))
+    by_structure = load_file(str(directory / "by_structure.safetensors"))
+    assert by_structure.keys() == by_rules.keys()
+    assert all(torch.equal(by_structure[k], by_rules[k]) for k in by_rules)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
