@@ -24,7 +24,8 @@ def tiny(tmp_path_factory):
 
 
 def _start(model, *options):
-    command = [sys.executable, "-m", "nnspec.runtime.cli", "serve", str(model), "--port", "0"]
+    command = [sys.executable, "-m", "nnspec.runtime.cli", "serve", str(model), "--port", "0",
+               "--grpc-port", "0"]  # fmt: skip
     process = subprocess.Popen(
         [*command, *options], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -59,7 +60,7 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny):
                 pending.append(client.async_infer("tiny", [tensor]))
             for _ in range(1000):
                 if (
-                    'nnspec_queue_depth{model="tiny"} 6.0'
+                    'nnspec_queue_depth{model="tiny",version="1"} 6.0'
                     in httpx.get(f"http://{url}/metrics").text
                 ):
                     break
@@ -87,7 +88,7 @@ def test_port_in_use_is_a_clear_error(tiny, capsys):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        assert main(["serve", str(tiny), "--port", str(port)]) == 2
+        assert main(["serve", str(tiny), "--port", str(port), "--grpc-port", "0"]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
