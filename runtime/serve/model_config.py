@@ -6,7 +6,7 @@ REST returns its JSON form (`GET /v2/models/NAME/config`); gRPC the same content
 
 from __future__ import annotations
 
-from nnspec.runtime.serve.registry import LoadedVersion
+from nnspec.runtime.serve.loaded_version import LoadedVersion
 from nnspec.runtime.serve.repository import VersionPolicy
 
 # Triton's model configuration names for KServe datatypes (BYTES is TYPE_STRING there).

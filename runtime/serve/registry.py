@@ -19,12 +19,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from nnspec.compiler.errors import ServeError
-from nnspec.runtime.serve.batching import DynamicBatcher
 from nnspec.runtime.serve.inference import ApiError
+from nnspec.runtime.serve.loaded_version import LoadedVersion
 from nnspec.runtime.serve.metrics import ServeMetrics
 from nnspec.runtime.serve.models import ServedModel, intra_op_threads, open_model
 from nnspec.runtime.serve.repository import (
@@ -41,58 +40,6 @@ logger = logging.getLogger("nnspec.serve")
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
 
 
-class LoadedVersion:
-    """One model version being served: its session, threads, batcher and users in flight."""
-
-    def __init__(
-        self,
-        model: ServedModel,
-        *,
-        instances: int,
-        max_queue_delay_ms: float,
-        settings: ServeSettings,
-        metrics: ServeMetrics,
-    ):
-        self.model = model
-        self.instances = instances
-        self.max_queue_delay_ms = max_queue_delay_ms
-        name, version = model.name, model.version
-        self.executor = ThreadPoolExecutor(instances, thread_name_prefix=f"nnspec-{name}")
-        self.batcher = DynamicBatcher(
-            model.run,
-            self.executor,
-            max_batch_size=model.max_batch_size,
-            max_queue_delay=max_queue_delay_ms / 1000,
-            max_queue=settings.max_queue,
-            workers=instances,
-            on_batch=lambda rows: metrics.observe_batch(name, rows),
-            on_queue=lambda depth: metrics.set_queue_depth(name, version, depth),
-        )
-        self.batcher.start()
-        self._users = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def enter(self) -> None:
-        self._users += 1
-        self._idle.clear()
-
-    def leave(self) -> None:
-        self._users -= 1
-        if self._users == 0:
-            self._idle.set()
-
-    def begin_drain(self) -> None:
-        self.batcher.begin_drain()
-
-    async def retire(self) -> None:
-        """Answer every request that holds this version, then stop and release it."""
-        self.batcher.begin_drain()
-        await self._idle.wait()
-        await self.batcher.stop()
-        self.executor.shutdown(wait=False)
-
-
 @dataclass
 class ModelEntry:
     """A model name's state: the versions served now, keyed by version, and why not if none."""
@@ -104,6 +51,7 @@ class ModelEntry:
     policy: VersionPolicy | None = None
     reason: str = ""
     unloaded: bool = False  # unloaded by request: polling leaves it alone until a load
+    failed: dict[str, tuple[int, int]] = field(default_factory=dict)  # version -> its file's stamp
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -319,7 +267,7 @@ class ModelRegistry:
             async with entry.lock:
                 try:
                     source = await asyncio.to_thread(self.repository.read, name)
-                    await self._apply(entry, source)
+                    await self._apply(entry, source, retry_failed=False)
                 except ServeError as error:
                     entry.reason = str(error)
                     logger.warning("repository poll: %s", error)
@@ -373,8 +321,14 @@ class ModelRegistry:
             metrics=self.metrics,
         )
 
-    async def _apply(self, entry: ModelEntry, source: RepositoryModel) -> None:
-        """Serve exactly `source`'s versions: open what is new or changed, keep the rest."""
+    async def _apply(
+        self, entry: ModelEntry, source: RepositoryModel, *, retry_failed: bool = True
+    ) -> None:
+        """Serve exactly `source`'s versions: open what is new or changed, keep the rest.
+
+        A version file that failed to open is not tried again until it changes, unless
+        `retry_failed` (an explicit load request); meanwhile the versions served stay.
+        """
         config_changed = entry.config != source.config
         to_open = [
             v
@@ -387,9 +341,18 @@ class ModelRegistry:
         if not to_open and sorted(wanted) == sorted(entry.versions):
             entry.reason = ""
             return
+        if not retry_failed and any(entry.failed.get(v.version) == v.stamp for v in to_open):
+            return
         opened = {}
         for version in to_open:  # if one fails, nothing changes: the old versions keep serving
-            opened[version.version] = await asyncio.to_thread(self.open_version, source, version)
+            try:
+                opened[version.version] = await asyncio.to_thread(
+                    self.open_version, source, version
+                )
+            except ServeError:
+                entry.failed[version.version] = version.stamp
+                raise
+            entry.failed.pop(version.version, None)
         table = {
             v: self._loaded(source, opened[v]) if v in opened else entry.versions[v]
             for v in wanted

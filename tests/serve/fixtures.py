@@ -116,6 +116,37 @@ def make_two_input_model(path: Path) -> Path:
     return path
 
 
+def make_elementwise_model(path: Path, op: str = "Identity", width: str | int = "n") -> Path:
+    """y = op(x) on FP32 [batch, width] via onnx.helper (Identity: any size; Log: NaN/Inf)."""
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], ["y"])],
+        op.lower(),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_scale_model(path: Path, factor: float) -> Path:
+    """y = factor * x on FP32 [batch, 4]: versions of one model told apart by their answers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "factor"], ["y"])],
+        "scale",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[helper.make_tensor("factor", TensorProto.FLOAT, [], [factor])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def onnxruntime_reference(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The model's answer from a fresh onnxruntime session, outside the server."""
     import onnxruntime as ort
