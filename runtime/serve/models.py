@@ -126,10 +126,14 @@ def cpu_cores() -> int:
 def intra_op_threads(processes: int, instances: int) -> int:
     """onnxruntime threads per call so that every concurrent call gets its share of cores.
 
-    0 (onnxruntime's own default: all physical cores) when one call runs at a time.
+    0 (onnxruntime's own default: every physical core) when one call runs at a time on a
+    process free to use the whole machine; onnxruntime does not look at the affinity mask, so
+    a process pinned to fewer cores (taskset, a container's cpuset) gets that many.
     """
     calls = processes * instances
-    return 0 if calls <= 1 else max(1, cpu_cores() // calls)
+    if calls <= 1 and cpu_cores() == (os.cpu_count() or 1):
+        return 0
+    return max(1, cpu_cores() // calls)
 
 
 def _tensor_meta(node) -> TensorMeta:
