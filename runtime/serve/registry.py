@@ -218,7 +218,7 @@ class ModelRegistry:
                 (the versions served before keep serving).
         """
         self._refuse_across_workers("load")
-        if name not in self._entries and name not in self._repository_names():
+        if name not in await asyncio.to_thread(self._repository_names):
             raise ApiError(404, f"no model {name!r} in the repository {self.repository.path}")
         entry = self._entries.setdefault(name, ModelEntry(name))
         async with entry.lock:
