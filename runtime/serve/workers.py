@@ -57,6 +57,8 @@ def _worker_main(
     except ServeError as error:
         _send(report, ("failed", str(error)))
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
+        raise SystemExit(130) from None
 
 
 def _send(report: Connection, message) -> None:
