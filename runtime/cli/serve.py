@@ -17,9 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="REST port (0: any free port)")
-    parser.add_argument(
-        "--grpc-port", type=int, default=8001, help="gRPC port (0: any free port)"
-    )
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (0: any free port)")
     parser.add_argument(
         "--max-batch-size",
         type=int,

@@ -21,21 +21,15 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from nnspec.runtime.common.version import nnspec_version
-from nnspec.runtime.serve.inference import ApiError, run_inference
+from nnspec.runtime.serve.inference import ApiError, run_inference, server_metadata
 from nnspec.runtime.serve.metrics import ServeMetrics
 from nnspec.runtime.serve.model_config import model_config
 from nnspec.runtime.serve.protocol import HEADER_LENGTH, encode_infer_response, parse_infer_request
 from nnspec.runtime.serve.registry import ModelRegistry
 from nnspec.runtime.serve.settings import ServeSettings
 
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository"]
 # Triton's load/unload parameters that replace a model's files or configuration.
 OVERRIDES = ("config", "file:")
-
-
-def server_metadata() -> dict:
-    return {"name": "nnspec", "version": nnspec_version(), "extensions": EXTENSIONS}
 
 
 class Service(Protocol):

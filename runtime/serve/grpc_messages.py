@@ -49,8 +49,13 @@ def _vendored_source(serialized: bytes) -> str:
         "# A serialized google.protobuf.FileDescriptorSet. Do not edit.",
         "FILE_DESCRIPTOR_SET = (",
     ]
-    for start in range(0, len(serialized), 64):
-        lines.append(f"    {serialized[start : start + 64]!r}")
+    start = 0
+    while start < len(serialized):  # as many bytes per line as fit in 96 characters
+        end = start + 1
+        while end < len(serialized) and len(repr(serialized[start : end + 1])) <= 92:
+            end += 1
+        lines.append(f"    {serialized[start:end]!r}")
+        start = end
     lines.append(")")
     return "\n".join(lines) + "\n"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
 
 import grpc
@@ -31,13 +30,11 @@ from nnspec.runtime.serve.grpc_messages import (
     message_class,
 )
 from nnspec.runtime.serve.grpc_protocol import encode_grpc_response, parse_grpc_request
-from nnspec.runtime.serve.inference import ApiError, run_inference
+from nnspec.runtime.serve.inference import ApiError, run_inference, server_metadata
 from nnspec.runtime.serve.metrics import ServeMetrics
 from nnspec.runtime.serve.model_config import model_config, model_config_message
 from nnspec.runtime.serve.registry import ModelRegistry
 from nnspec.runtime.serve.settings import ServeSettings
-
-logger = logging.getLogger("nnspec.serve")
 
 STATUS_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -90,8 +87,6 @@ class InferenceServicer:
         return self._message("ModelReadyResponse", ready=ready)
 
     async def ServerMetadata(self, request, context):
-        from nnspec.runtime.serve.app import server_metadata
-
         return json_format.ParseDict(server_metadata(), message_class("ServerMetadataResponse")())
 
     @_refusals
@@ -244,7 +239,9 @@ class GrpcService:
             ("grpc.server_handshake_timeout_ms", int(settings.header_timeout * 1000)),
         ]
         server = grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.max_connections)
-        server.add_generic_rpc_handlers((method_handlers(InferenceServicer(self.registry, self.metrics)),))
+        server.add_generic_rpc_handlers(
+            (method_handlers(InferenceServicer(self.registry, self.metrics)),)
+        )
         try:
             self.port = server.add_insecure_port(self.address)
         except RuntimeError as error:

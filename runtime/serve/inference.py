@@ -15,8 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnspec.runtime.common.version import nnspec_version
 from nnspec.runtime.serve.batching import QueueFull
 from nnspec.runtime.serve.models import NUMPY_DTYPES, ServedModel, TensorMeta
+
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository"]
+
+
+def server_metadata() -> dict:
+    """The v2 server metadata: name, version and the protocol extensions served."""
+    return {"name": "nnspec", "version": nnspec_version(), "extensions": EXTENSIONS}
 
 
 class ApiError(Exception):

@@ -54,10 +54,6 @@ class ModelEntry:
     failed: dict[str, tuple[int, int]] = field(default_factory=dict)  # version -> its file's stamp
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    @property
-    def state(self) -> str:
-        return READY if self.versions else UNAVAILABLE
-
     def default(self) -> LoadedVersion | None:
         """The version for requests that name none: the highest one served."""
         if not self.versions:
@@ -354,8 +350,7 @@ class ModelRegistry:
                 raise
             entry.failed.pop(version.version, None)
         table = {
-            v: self._loaded(source, opened[v]) if v in opened else entry.versions[v]
-            for v in wanted
+            v: self._loaded(source, opened[v]) if v in opened else entry.versions[v] for v in wanted
         }
         entry.config, entry.policy = source.config, source.policy
         entry.stamps = {v.version: v.stamp for v in source.versions}

@@ -153,7 +153,9 @@ class Supervisor:
         for index, process in enumerate(self.workers):
             if process.exitcode is None:
                 continue
-            logger.warning("worker %s exited with %s; starting another", process.pid, process.exitcode)
+            logger.warning(
+                "worker %s exited with %s; starting another", process.pid, process.exitcode
+            )
             multiprocess.mark_process_dead(process.pid, self.metrics_dir)
             replacement, receiver = self._spawn()
             self.workers[index] = replacement

@@ -196,7 +196,9 @@ def throughput(args, kind: str, folder: Path, server_cpus) -> None:
         for _ in range(args.rounds):
             for protocol in ("rest", "grpc"):
                 results.append(
-                    measure(server, model, model.stem, sample, protocol, args, requests, server_cpus)
+                    measure(
+                        server, model, model.stem, sample, protocol, args, requests, server_cpus
+                    )
                 )
     finally:
         server.stop()
@@ -205,7 +207,9 @@ def throughput(args, kind: str, folder: Path, server_cpus) -> None:
     for r in results:
         print(f"{r['protocol']:<8}  {r['rps']:<8.1f}  {r['p50']:<7.1f}  {r['p99']:<7.1f}  "
               f"{r['batch']:<9.1f}  {r['raw']:<9.1f}  {r['rps'] / r['raw']:<5.2f}  {r['failures']}")  # fmt: skip
-    median = {p: np.median([r["rps"] for r in results if r["protocol"] == p]) for p in ("rest", "grpc")}
+    median = {
+        p: np.median([r["rps"] for r in results if r["protocol"] == p]) for p in ("rest", "grpc")
+    }
     print(f"median req/s: REST {median['rest']:.1f}, gRPC {median['grpc']:.1f} "
           f"-> gRPC/REST {median['grpc'] / median['rest']:.2f}")  # fmt: skip
 
@@ -229,12 +233,16 @@ def swap(args, folder: Path, server_cpus) -> None:
             swap_window["status"] = response.status_code
 
     async def run():
-        load = closed_loop("grpc", server, "digits", sample, args.clients, 10**9, args.swap_after * 2 + 2)
+        load = closed_loop(
+            "grpc", server, "digits", sample, args.clients, 10**9, args.swap_after * 2 + 2
+        )
         results, _ = await asyncio.gather(load, swap_midway())
         return results
 
     try:
-        asyncio.run(closed_loop("grpc", server, "digits", sample, args.clients, args.clients * 4, 60))
+        asyncio.run(
+            closed_loop("grpc", server, "digits", sample, args.clients, args.clients * 4, 60)
+        )
         wall, latencies, failures = asyncio.run(run())
         versions = httpx.post(f"http://{server.http}/v2/repository/index").json()
     finally:
@@ -247,7 +255,9 @@ def swap(args, folder: Path, server_cpus) -> None:
     p99_before, p99_during = (np.percentile(x, 99) * 1000 for x in (before, during))
     print(f"\nswap: {args.clients} gRPC clients, {len(latencies)} requests in {wall:.1f} s, "
           f"load took {(swap_window['end'] - start) * 1000:.0f} ms (HTTP {swap_window['status']})")  # fmt: skip
-    print(f"failed requests: {len(failures)}; serving after: {[(v['name'], v['version']) for v in versions]}")
+    print(
+        f"failed requests: {len(failures)}; serving after: {[(v['name'], v['version']) for v in versions]}"
+    )
     print(f"p99 before: {p99_before:.1f} ms ({len(before)} requests); during the swap and the "
           f"second after: {p99_during:.1f} ms ({len(during)} requests) -> {p99_during / p99_before:.2f}x")  # fmt: skip
 

@@ -33,7 +33,9 @@ def test_cpu_sessions_run_plainly(tmp_path):
     runner = make_runner(session, ["logits"])
     assert not isinstance(runner, IoBindingRunner)
     x = np.random.default_rng(0).standard_normal((2, 1, 12, 12)).astype(np.float32)
-    np.testing.assert_array_equal(runner({"input": x})["logits"], session.run(None, {"input": x})[0])
+    np.testing.assert_array_equal(
+        runner({"input": x})["logits"], session.run(None, {"input": x})[0]
+    )
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU: this onnxruntime offers only "

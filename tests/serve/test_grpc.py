@@ -70,7 +70,9 @@ def test_health_metadata_config_and_index(client):
     assert meta["name"] == "nnspec" and "model_repository" in meta["extensions"]
     model = client.get_model_metadata("tiny", as_json=True)
     assert model["versions"] == ["1"] and model["platform"] == "onnxruntime_onnx"
-    assert model["inputs"] == [{"name": "input", "datatype": "FP32", "shape": ["-1", "1", "12", "12"]}]
+    assert model["inputs"] == [
+        {"name": "input", "datatype": "FP32", "shape": ["-1", "1", "12", "12"]}
+    ]
     config = client.get_model_config("tiny").config  # tritonclient's own ModelConfig parses it
     assert config.max_batch_size == 8 and list(config.input[0].dims) == [1, 12, 12]
     assert config.dynamic_batching.max_queue_delay_microseconds == 5000
@@ -156,7 +158,9 @@ def test_refusals_are_status_codes_with_the_rest_message(server, mutate, code, w
     request = service_pb2.ModelInferRequest(model_name="pair")
     request.inputs.add(name="a", datatype="FP32", shape=[1, 3])
     request.inputs.add(name="b", datatype="INT64", shape=[1, 3])
-    request.raw_input_contents.extend([np.ones(3, np.float32).tobytes(), np.ones(3, np.int64).tobytes()])
+    request.raw_input_contents.extend(
+        [np.ones(3, np.float32).tobytes(), np.ones(3, np.int64).tobytes()]
+    )
     mutate(request)
     channel, stub = _raw_stub(server)
     with channel, pytest.raises(grpc.RpcError) as info:

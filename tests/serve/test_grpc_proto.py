@@ -90,7 +90,11 @@ def test_messages_live_in_their_own_pool_beside_tritonclients():
     ours = grpc_messages.ModelInferRequest(model_name="m", id="7")
     ours.raw_input_contents.append(b"\x01\x02")
     theirs = service_pb2.ModelInferRequest.FromString(ours.SerializeToString())
-    assert (theirs.model_name, theirs.id, list(theirs.raw_input_contents)) == ("m", "7", [b"\x01\x02"])
+    assert (theirs.model_name, theirs.id, list(theirs.raw_input_contents)) == (
+        "m",
+        "7",
+        [b"\x01\x02"],
+    )
     config = model_config_pb2.ModelConfig(name="c", max_batch_size=4)
     config.version_policy.specific.versions.extend([1, 3])
     back = grpc_messages.ModelConfig.FromString(config.SerializeToString())

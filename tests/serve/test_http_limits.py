@@ -117,7 +117,9 @@ def _strict_json(text: str):
 
 def test_non_finite_outputs_are_valid_json_that_clients_read_as_floats(server):
     x = np.array([[0.0, -1.0, 1.0, math.e]], dtype=np.float32)  # log: -inf, nan, 0, 1
-    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x.ravel().tolist()}]}
+    body = {
+        "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": x.ravel().tolist()}]
+    }
     response = httpx.post(f"http://{server.http}/v2/models/log/infer", json=body)
     data = _strict_json(response.text)["outputs"][0]["data"]
     assert data[:2] == ["-Infinity", "NaN"]

@@ -83,7 +83,7 @@ def test_config_pbtxt_is_read_as_tritons_text_format(tmp_path):
         config.read_text()
         + "version_policy: { specific: { versions: [1, 3] } }\n"
         + "instance_group [ { count: 2, kind: KIND_CPU } ]\n"
-        + "optimization { execution_accelerators { cpu_execution_accelerator: [ { name: \"x\" } ] } }\n"
+        + 'optimization { execution_accelerators { cpu_execution_accelerator: [ { name: "x" } ] } }\n'
     )
     settings = read_triton_config(model_dir)
     assert settings.max_batch_size == 64  # nnspec export's default
@@ -94,7 +94,9 @@ def test_config_pbtxt_is_read_as_tritons_text_format(tmp_path):
 
 def test_a_broken_config_pbtxt_is_located(tmp_path):
     make_scale_model(tmp_path / "repo" / "scale" / "1" / "model.onnx", 1.0)
-    (tmp_path / "repo" / "scale" / "config.pbtxt").write_text('name: "scale"\nmax_batch_size: lots\n')
+    (tmp_path / "repo" / "scale" / "config.pbtxt").write_text(
+        'name: "scale"\nmax_batch_size: lots\n'
+    )
     with pytest.raises(ServeError, match=r"config.pbtxt: not a valid Triton .*2:"):
         ModelRepository(tmp_path / "repo").read("scale")
 
@@ -217,7 +219,9 @@ def test_a_swap_under_load_fails_no_request(tmp_path):
     with serving(repo, settings) as endpoints, Clients(endpoints) as clients:
         eventually(lambda: clients.count("1") >= 20, "20 answers from version 1")
         make_scale_model(repo / "scale" / "2" / "model.onnx", 2.0)
-        response = httpx.post(f"http://{endpoints.http}/v2/repository/models/scale/load", timeout=120)
+        response = httpx.post(
+            f"http://{endpoints.http}/v2/repository/models/scale/load", timeout=120
+        )
         assert response.status_code == 200
         assert index(endpoints.http) == [("scale", "2", "READY")]
         before = len(clients.answers)
@@ -240,12 +244,15 @@ def test_requests_the_old_version_holds_finish_there(tmp_path):
                 body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
                                     "data": X.ravel().tolist()}]}  # fmt: skip
                 held = [
-                    asyncio.ensure_future(client.post(f"http://{url}/v2/models/scale/infer", json=body))
+                    asyncio.ensure_future(
+                        client.post(f"http://{url}/v2/models/scale/infer", json=body)
+                    )
                     for _ in range(3)
                 ]
-                while 'nnspec_queue_depth{model="scale",version="1"} 3.0' not in (
-                    await client.get(f"http://{url}/metrics")
-                ).text:
+                while (
+                    'nnspec_queue_depth{model="scale",version="1"} 3.0'
+                    not in (await client.get(f"http://{url}/metrics")).text
+                ):
                     await asyncio.sleep(0.02)
                 make_scale_model(repo / "scale" / "2" / "model.onnx", 2.0)
                 load = await client.post(f"http://{url}/v2/repository/models/scale/load")

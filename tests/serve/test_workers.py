@@ -56,10 +56,14 @@ def metric(url: str, line_start: str) -> float:
 def test_two_workers_share_the_ports_sum_metrics_and_are_replaced(tiny):
     command = [sys.executable, "-m", "nnspec.runtime.cli", "serve", str(tiny), "--port", "0",
                "--grpc-port", "0", "--workers", "2", "--max-queue-delay-ms", "0"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
         banner = process.stdout.readline()  # printed once both workers are ready
-        found = re.search(r"http://(127\.0\.0\.1:\d+) \(REST\) and (127\.0\.0\.1:\d+) \(gRPC\)", banner)
+        found = re.search(
+            r"http://(127\.0\.0\.1:\d+) \(REST\) and (127\.0\.0\.1:\d+) \(gRPC\)", banner
+        )
         assert found and "2 worker processes" in banner, banner
         http_url, grpc_url = found.groups()
         first = worker_pids(process.pid)
