@@ -130,7 +130,7 @@ def _banner(endpoints, lines: list[str], workers: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from nnspec.runtime.export.providers import resolve_providers
     from nnspec.runtime.serve.repository import VersionPolicy
-    from nnspec.runtime.serve.server import Endpoints, bind_socket, run_server
+    from nnspec.runtime.serve.server import Endpoints, bind_socket, free_port, run_server
     from nnspec.runtime.serve.settings import ServeSettings
 
     _check(args)
@@ -165,20 +165,14 @@ def run(args: argparse.Namespace) -> int:
             on_ready=lambda endpoints, lines: _banner(endpoints, lines, settings.workers),
         )
     http_socket = bind_socket(args.host, args.port)
-    # Held (bound, not listening) until the gRPC server, which reuses the port, has it.
-    grpc_hold = bind_socket(
-        args.host, args.grpc_port, reuse_port=True, listen=False, flag="--grpc-port"
+    grpc_port = free_port(args.host, args.grpc_port)
+    endpoints = Endpoints(args.host, http_socket.getsockname()[1], grpc_port)
+    run_server(
+        args.model,
+        settings,
+        endpoints,
+        http_socket,
+        access_log=args.access_log,
+        on_ready=lambda lines: _banner(endpoints, lines, 1),
     )
-    endpoints = Endpoints(args.host, http_socket.getsockname()[1], grpc_hold.getsockname()[1])
-    try:
-        run_server(
-            args.model,
-            settings,
-            endpoints,
-            http_socket,
-            access_log=args.access_log,
-            on_ready=lambda lines: _banner(endpoints, lines, 1),
-        )
-    finally:
-        grpc_hold.close()
     return 0

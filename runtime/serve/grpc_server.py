@@ -234,8 +234,9 @@ class GrpcService:
         options = [
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", -1),
-            # Several worker processes share the port; the caller checked it is free.
-            ("grpc.so_reuseport", 1),
+            # Worker processes share the port (the parent checked it was free and holds it);
+            # a single process owns it alone, so that a second server cannot join it.
+            ("grpc.so_reuseport", int(settings.workers > 1)),
             ("grpc.server_handshake_timeout_ms", int(settings.header_timeout * 1000)),
         ]
         server = grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.max_connections)

@@ -36,19 +36,54 @@ class Endpoints:
 
 
 def bind_socket(
-    host: str, port: int, *, reuse_port: bool = False, listen: bool = True, flag: str = "--port"
+    host: str, port: int, *, reuse_port: bool = False, flag: str = "--port"
 ) -> socket.socket:
-    """A socket bound to host:port (port 0: any free port); ServeError if the port is taken.
+    """A listening socket on host:port (port 0: any free port); ServeError if it is taken.
 
-    With `reuse_port`, other sockets of this user that also set SO_REUSEPORT may bind the same
-    port (the worker processes do); a socket that is bound but not listening holds the port
-    for them without taking any connection.
+    With `reuse_port` it joins the worker processes' group on a port that `hold_port` holds.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock = _socket(host)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _bind(sock, host, port, flag)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def hold_port(host: str, port: int, flag: str = "--port") -> socket.socket:
+    """Hold host:port (0: a free port) for worker processes that will share it.
+
+    A plain bind first proves nobody has the port. The holding socket then sets SO_REUSEPORT
+    (so the workers' sockets may join it) but not SO_REUSEADDR, so another server's check fails
+    instead of joining the group; bound but not listening, it takes no connection itself.
+    """
+    port = _free_port(host, port, flag)
+    sock = _socket(host)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    _bind(sock, host, port, flag)
+    return sock
+
+
+def free_port(host: str, port: int, flag: str = "--grpc-port") -> int:
+    """`port` (or, for 0, a free port) once a plain bind shows nobody listens there."""
+    return _free_port(host, port, flag)
+
+
+def _free_port(host: str, port: int, flag: str) -> int:
+    with _socket(host) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        _bind(probe, host, port, flag)
+        return probe.getsockname()[1]
+
+
+def _socket(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+
+
+def _bind(sock: socket.socket, host: str, port: int, flag: str) -> None:
     try:
         sock.bind((host, port))
     except OSError as error:
@@ -57,10 +92,6 @@ def bind_socket(
             f"cannot listen on {host}:{port}: {error.strerror}; "
             f"is another server using it? choose another with {flag}",
         ) from error
-    if listen:
-        sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def build_server(app, settings: ServeSettings, *, access_log: bool = False, log_level="info"):
@@ -148,7 +179,7 @@ def run_server(
     Args:
         model_path: a model file, folder or repository (see `repository.py`).
         settings: the server's settings.
-        endpoints: the host and ports (the gRPC port free, or held for reuse).
+        endpoints: the host and ports (the gRPC port free, or held for the workers).
         http_socket: the listening REST socket.
         on_ready: called with the banner's model lines once both protocols listen.
 

@@ -24,7 +24,7 @@ import tempfile
 from multiprocessing.connection import Connection, wait
 
 from nnspec.compiler.errors import ServeError
-from nnspec.runtime.serve.server import Endpoints, bind_socket
+from nnspec.runtime.serve.server import Endpoints, bind_socket, hold_port
 from nnspec.runtime.serve.settings import ServeSettings
 
 logger = logging.getLogger("nnspec.serve")
@@ -192,8 +192,8 @@ def run_workers(
     Raises:
         ServeError: a port is taken, or a worker cannot start (its message says why).
     """
-    http_hold = bind_socket(host, http_port, reuse_port=True, listen=False)
-    grpc_hold = bind_socket(host, grpc_port, reuse_port=True, listen=False, flag="--grpc-port")
+    http_hold = hold_port(host, http_port)
+    grpc_hold = hold_port(host, grpc_port, flag="--grpc-port")
     try:
         endpoints = Endpoints(host, http_hold.getsockname()[1], grpc_hold.getsockname()[1])
         supervisor = Supervisor(model_path, settings, endpoints, access_log)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as triton_grpc
 
+from nnspec.runtime.cli import main
 from tests.serve.fixtures import make_conv_model, onnxruntime_reference
 
 
@@ -53,7 +54,7 @@ def metric(url: str, line_start: str) -> float:
     return 0.0
 
 
-def test_two_workers_share_the_ports_sum_metrics_and_are_replaced(tiny):
+def test_two_workers_share_the_ports_sum_metrics_and_are_replaced(tiny, capsys):
     command = [sys.executable, "-m", "nnspec.runtime.cli", "serve", str(tiny), "--port", "0",
                "--grpc-port", "0", "--workers", "2", "--max-queue-delay-ms", "0"]  # fmt: skip
     process = subprocess.Popen(
@@ -91,6 +92,12 @@ def test_two_workers_share_the_ports_sum_metrics_and_are_replaced(tiny):
         # Each worker opened the model once: the sum over processes shows both.
         loads = 'nnspec_model_loads_total{model="tiny",result="ok"}'
         assert metric(http_url, loads) == 2
+
+        # Another server cannot join the workers' ports, though they share them by SO_REUSEPORT.
+        http_port, grpc_port = http_url.rsplit(":", 1)[1], grpc_url.rsplit(":", 1)[1]
+        assert main(["serve", str(tiny), "--port", http_port, "--workers", "2"]) == 2
+        assert main(["serve", str(tiny), "--port", "0", "--grpc-port", grpc_port]) == 2
+        assert capsys.readouterr().err.count("cannot listen on 127.0.0.1") == 2
 
         refused = httpx.post(f"http://{http_url}/v2/repository/models/tiny/unload")
         assert refused.status_code == 409 and "--poll-seconds" in refused.json()["error"]
