@@ -36,7 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=256,
         help="waiting requests per model version beyond which new ones get 503 + Retry-After",
     )
-    parser.add_argument("--provider", choices=CHOICES, default="auto")
+    parser.add_argument(
+        "--provider",
+        choices=CHOICES,
+        default="auto",
+        help="onnxruntime execution provider (auto: the best this build offers); cuda and "
+        "tensorrt run with I/O binding and pinned input buffers",
+    )
     parser.add_argument(
         "--instances",
         type=int,
