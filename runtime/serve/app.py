@@ -28,9 +28,6 @@ from nnspec.runtime.serve.protocol import HEADER_LENGTH, encode_infer_response, 
 from nnspec.runtime.serve.registry import ModelRegistry
 from nnspec.runtime.serve.settings import ServeSettings
 
-# Triton's load/unload parameters that replace a model's files or configuration.
-OVERRIDES = ("config", "file:")
-
 
 class Service(Protocol):
     """Something that runs beside the REST app in its process (the gRPC server)."""
@@ -93,19 +90,6 @@ async def _json_object(request: Request) -> dict:
     if not isinstance(payload, dict):
         raise ApiError(400, "request body must be a JSON object")
     return payload
-
-
-def _refuse_overrides(payload: dict) -> None:
-    parameters = payload.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise ApiError(400, "'parameters' must be an object")
-    overrides = [key for key in parameters if key.startswith(OVERRIDES)]
-    if overrides:
-        raise ApiError(
-            400,
-            f"load parameters {', '.join(overrides)} are not supported: nnspec serve loads "
-            "models only as the repository on disk has them",
-        )
 
 
 def create_app(
@@ -202,8 +186,10 @@ def create_app(
 
     @app.post("/v2/repository/models/{name}/load")
     async def repository_load(name: str, request: Request) -> dict:
-        _refuse_overrides(await _json_object(request))
-        await registry.load(name)
+        parameters = (await _json_object(request)).get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise ApiError(400, "'parameters' must be an object")
+        await registry.load(name, parameters)
         return {}
 
     @app.post("/v2/repository/models/{name}/unload")

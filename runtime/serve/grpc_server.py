@@ -164,14 +164,7 @@ class InferenceServicer:
     @_refusals
     async def RepositoryModelLoad(self, request, context):
         self._check_repository(request.repository_name)
-        overrides = [k for k in request.parameters if k.startswith(("config", "file:"))]
-        if overrides:
-            raise ApiError(
-                400,
-                f"load parameters {', '.join(overrides)} are not supported: nnspec serve loads "
-                "models only as the repository on disk has them",
-            )
-        await self.registry.load(request.model_name)
+        await self.registry.load(request.model_name, request.parameters)
         return self._message("RepositoryModelLoadResponse")
 
     @_refusals

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from nnspec.compiler.errors import ServeError
@@ -38,6 +38,8 @@ from nnspec.runtime.serve.settings import ServeSettings
 logger = logging.getLogger("nnspec.serve")
 
 READY, UNAVAILABLE = "READY", "UNAVAILABLE"
+# Triton's load parameters that replace a model's configuration or files.
+OVERRIDES = ("config", "file:")
 
 
 @dataclass
@@ -206,13 +208,25 @@ class ModelRegistry:
 
     # ----- the repository extension ------------------------------------------------------
 
-    async def load(self, name: str) -> None:
+    async def load(self, name: str, parameters: Iterable[str] = ()) -> None:
         """Load `name` from the repository, or bring it up to date if it is served.
+
+        Args:
+            name: the model's name in the repository.
+            parameters: the request's parameter names; Triton's overrides (`config`,
+                `file:...`) are refused, as nnspec loads only what the repository holds.
 
         Raises:
             ApiError: 404 if the repository has no such model, 400 if it cannot be loaded
-                (the versions served before keep serving).
+                (the versions served before keep serving) or overrides were asked for.
         """
+        overrides = [key for key in parameters if key.startswith(OVERRIDES)]
+        if overrides:
+            raise ApiError(
+                400,
+                f"load parameters {', '.join(overrides)} are not supported: nnspec serve loads "
+                "models only as the repository on disk has them",
+            )
         self._refuse_across_workers("load")
         if name not in await asyncio.to_thread(self._repository_names):
             raise ApiError(404, f"no model {name!r} in the repository {self.repository.path}")
