@@ -151,6 +151,9 @@ def test_typed_contents_instead_of_raw_bytes(server):
         (lambda r: r.inputs[0].shape.__setitem__(1, 4), grpc.StatusCode.INVALID_ARGUMENT, "does not fit"),
         (lambda r: r.raw_input_contents.__setitem__(0, b"\x00" * 8), grpc.StatusCode.INVALID_ARGUMENT, "needs 12 bytes"),
         (lambda r: r.raw_input_contents.pop(), grpc.StatusCode.INVALID_ARGUMENT, "1 entries for 2 inputs"),
+        (lambda r: r.inputs[0].shape.__setitem__(0, 2**40), grpc.StatusCode.INVALID_ARGUMENT, "needs 13194139533312 bytes"),
+        (lambda r: r.inputs[0].shape.__setitem__(0, -1), grpc.StatusCode.INVALID_ARGUMENT, "non-negative"),
+        (lambda r: setattr(r.inputs[1], "datatype", "FP16"), grpc.StatusCode.INVALID_ARGUMENT, "does not match"),
         (lambda r: r.outputs.add(name="zz"), grpc.StatusCode.INVALID_ARGUMENT, "no output 'zz'"),
     ],
 )  # fmt: skip
