@@ -4,7 +4,10 @@ A checkpoint `NAME` in a directory is three files:
 
 - `NAME.safetensors`: the model's weights (state_dict keys are spec ids),
 - `NAME.state.safetensors`: optimizer state tensors and RNG states,
-- `NAME.json`: step, epoch, metrics, optimizer hyper-parameters, and a commit token.
+- `NAME.<extra>.safetensors`: further weights saved with it, e.g. `NAME.ema.safetensors` (the
+  moving average of the weights),
+- `NAME.json`: step, epoch, metrics, optimizer hyper-parameters, the extras' names, and a
+  commit token.
 
 Saving writes the two tensor files as `*.new`, then replaces `NAME.json` atomically: that
 replace is the commit. Only then are the `*.new` files renamed into place. Loading rolls a
@@ -18,7 +21,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,6 +44,8 @@ class Checkpoint:
     rng: dict[str, torch.Tensor]
     info: dict
     """Whatever the caller passed as `info` when saving (step, epoch, metrics...)."""
+    extra_weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """Further state_dicts saved with the checkpoint, by name (`ema`)."""
 
 
 def save_checkpoint(
@@ -48,21 +54,28 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
     info: dict,
+    extra_weights: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> None:
-    """Write checkpoint `name` (weights, optimizer state, RNG states, `info`) atomically."""
+    """Write checkpoint `name` (weights, optimizer state, RNG states, `info`, and any
+    `extra_weights` state_dicts by name) atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
     weights = {k: _host_copy(v) for k, v in model.state_dict().items()}
     tensors, optimizer_json = _split_optimizer_state(optimizer)
     tensors.update({f"rng.{k}": v for k, v in capture_rng().items()})
+    files = [(WEIGHTS_SUFFIX, weights), (STATE_SUFFIX, tensors)]
+    extras = sorted(extra_weights or {})
+    for extra in extras:
+        state = {k: _host_copy(v) for k, v in extra_weights[extra].items()}
+        files.append((_extra_suffix(extra), state))
     pending = []
-    for suffix, content in ((WEIGHTS_SUFFIX, weights), (STATE_SUFFIX, tensors)):
+    for suffix, content in files:
         path = directory / f"{name}{suffix}.new"
         save_file(content, str(path), metadata={TOKEN_KEY: token})
         _fsync(path)
         pending.append(path)
-    record = {"token": token, "info": info, "optimizer": optimizer_json}
+    record = {"token": token, "info": info, "optimizer": optimizer_json, "extra": extras}
     write_json_atomic(directory / f"{name}.json", record)
     for path in pending:
         os.replace(path, path.with_suffix(""))
@@ -77,7 +90,23 @@ def load_checkpoint(directory: Path, name: str) -> Checkpoint:
     tensors = load_file(str(directory / f"{name}{STATE_SUFFIX}"))
     rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
     optimizer_state = _join_optimizer_state(record["optimizer"], tensors)
-    return Checkpoint(weights, optimizer_state, rng, record["info"])
+    extra = {e: load_file(str(directory / f"{name}{_extra_suffix(e)}")) for e in _extras(record)}
+    return Checkpoint(weights, optimizer_state, rng, record["info"], extra)
+
+
+def extra_weights_path(directory: Path, name: str, extra: str) -> Path:
+    """The file of checkpoint `name`'s extra weights `extra` (finishing an interrupted save).
+
+    Raises:
+        DataError: the checkpoint is missing or holds no such extra weights.
+    """
+    record = complete_checkpoint(directory, name)
+    if extra not in _extras(record):
+        raise DataError(
+            f"checkpoint {name!r} in {directory} holds no {extra!r} weights (it has: "
+            f"{', '.join(_extras(record)) or 'none'})",
+        )
+    return Path(directory) / f"{name}{_extra_suffix(extra)}"
 
 
 def checkpoint_names(directory: Path) -> list[str]:
@@ -97,7 +126,7 @@ def complete_checkpoint(directory: Path, name: str) -> dict:
         raise DataError(f"no checkpoint {name!r} in {directory} ({record_path.name} is missing)")
     record = json.loads(record_path.read_text())
     token = record["token"]
-    for suffix in (WEIGHTS_SUFFIX, STATE_SUFFIX):
+    for suffix in (WEIGHTS_SUFFIX, STATE_SUFFIX, *map(_extra_suffix, _extras(record))):
         final = directory / f"{name}{suffix}"
         pending = final.with_name(final.name + ".new")
         if pending.exists() and _token_of(pending) == token:
@@ -144,6 +173,14 @@ def write_text_atomic(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _extra_suffix(extra: str) -> str:
+    return f".{extra}{WEIGHTS_SUFFIX}"
+
+
+def _extras(record: dict) -> list[str]:
+    return list(record.get("extra", []))  # checkpoints written before extras existed have none
 
 
 def _host_copy(tensor: torch.Tensor) -> torch.Tensor:

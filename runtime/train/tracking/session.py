@@ -1,0 +1,131 @@
+"""The trackers of one run, driven together, and the `tracking.json` that lets them resume.
+
+Per epoch the trainer writes the checkpoint, then metrics.jsonl, then calls `log_epoch`, which
+logs to every tracker and then records the epoch in `tracking.json`. A run killed anywhere in
+between resumes from the checkpoint's epoch; each tracker reopens its run and gets the epochs
+of metrics.jsonl after the last one it holds, so no epoch is lost or logged twice (TensorBoard
+purges events after that epoch; MLflow is asked for its history).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from nnspec.compiler.errors import UsageError
+from nnspec.compiler.suggest import did_you_mean
+from nnspec.runtime.train.checkpoint import write_json_atomic
+from nnspec.runtime.train.tracking.base import TrackedRun, Tracker
+
+TRACKING_FILE = "tracking.json"
+TRACKERS: dict[str, str] = {
+    "tensorboard": "tensorboard:TensorBoardTracker",
+    "mlflow": "mlflow:MlflowTracker",
+    "wandb": "wandb:WandbTracker",
+}
+ALWAYS = ("tensorboard",)
+
+
+def parse_track(items: Iterable[str]) -> dict[str, str | None]:
+    """`--track` values (`mlflow`, `mlflow:http://host:5000`, `wandb:team/project`) as
+    {tracker: target or None}; TensorBoard is always on and needs no flag.
+
+    Raises:
+        UsageError: an unknown tracker (with the known ones), or one given twice.
+    """
+    chosen: dict[str, str | None] = {}
+    for item in items:
+        name, _, target = item.partition(":")
+        name = name.strip().lower()
+        if name not in TRACKERS:
+            raise UsageError(
+                f"--track {item!r}: unknown tracker {name!r}{did_you_mean(name, TRACKERS)}; "
+                f"choose {', '.join(n for n in TRACKERS if n not in ALWAYS)} "
+                "(TensorBoard is always on)",
+            )
+        if name in chosen:
+            raise UsageError(f"--track {name} is given twice")
+        if name not in ALWAYS:
+            chosen[name] = target or None
+    return chosen
+
+
+def tracker_class(name: str) -> type[Tracker]:
+    module, _, cls = TRACKERS[name].partition(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+
+
+class TrackingSession:
+    """Every tracker of one run: the ones `--track` names, those an earlier session of the
+    run used (when resuming), and TensorBoard."""
+
+    def __init__(self, run_dir: Path, track: dict[str, str | None], resume: bool):
+        self.path = Path(run_dir) / TRACKING_FILE
+        self.stored: dict = _read(self.path) if resume else {}
+        for name, target in track.items():
+            earlier = self.stored.get(name, {}).get("target")
+            if name in self.stored and target not in (None, earlier):
+                raise UsageError(
+                    f"--track {name}:{target}: this run was tracked with {name}:{earlier}\n    "
+                    "hint: resume with the same --track value (or without it)",
+                )
+        names = [*ALWAYS, *track, *(n for n in self.stored if n not in track and n not in ALWAYS)]
+        self.trackers = {
+            n: tracker_class(n)(track.get(n) or self.stored.get(n, {}).get("target"))
+            for n in names
+        }
+
+    def start(self, run: TrackedRun, history: Sequence[dict], log: Callable[[str], None]) -> None:
+        """Open every tracker's run and replay the epochs of `history` it does not hold."""
+        for name, tracker in self.trackers.items():
+            stored = self.stored.get(name)
+            record = tracker.start(run, stored.get("run") if stored else None)
+            self.stored[name] = {"target": tracker.target, "run": record}
+            missing = [r for r in history if r["epoch"] > record["epoch"]]
+            for epoch_record in missing:
+                tracker.log_epoch(epoch_record)
+            if missing:
+                record["epoch"] = missing[-1]["epoch"]
+            if name not in ALWAYS:
+                log(f"tracking with {name}: {tracker.describe(record)}")
+        self._save()
+
+    def log_epoch(self, record: dict) -> None:
+        for name, tracker in self.trackers.items():
+            tracker.log_epoch(record)
+            self.stored[name]["run"]["epoch"] = record["epoch"]
+        self._save()
+
+    def log_final(self, final: dict, files: Sequence[Path] = ()) -> None:
+        for tracker in self.trackers.values():
+            tracker.log_final(final)
+            for path in files:
+                tracker.log_artifact(path)
+
+    def finish(self, status: str) -> None:
+        for tracker in self.trackers.values():
+            tracker.finish(status)
+
+    def _save(self) -> None:
+        write_json_atomic(self.path, self.stored)
+
+
+def log_run_artifact(run_dir: Path, path: Path) -> list[str]:
+    """Add `path` (an exported model) to every tracker run of `run_dir` that keeps files;
+    return the trackers' names."""
+    stored = _read(Path(run_dir) / TRACKING_FILE)
+    names = []
+    for name, entry in stored.items():
+        tracker = tracker_class(name).reopen(entry["run"])
+        if tracker is not None:
+            tracker.log_artifact(Path(path))
+            tracker.release()
+            names.append(name)
+    return names
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
