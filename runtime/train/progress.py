@@ -11,7 +11,14 @@ class ProgressBar:
     """`epoch 3/12  45%|####5     | 18/40 [00:02<00:02, 8.1batch/s, loss 0.4123]`, redrawn
     in place and cleared when the epoch ends; a no-op unless `enabled`."""
 
-    def __init__(self, total: int, label: str, enabled: bool, stream: TextIO = sys.stderr):
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        enabled: bool,
+        stream: TextIO = sys.stderr,
+        min_interval: float = 0.25,
+    ):
         self.bar = None
         if enabled:
             from tqdm import tqdm
@@ -23,7 +30,7 @@ class ProgressBar:
                 leave=False,
                 unit="batch",
                 dynamic_ncols=True,
-                mininterval=0.25,
+                mininterval=min_interval,
             )
 
     @staticmethod

@@ -9,6 +9,7 @@ purges events after that epoch; MLflow is asked for its history).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +18,8 @@ from pathlib import Path
 from nnspec.compiler.errors import UsageError
 from nnspec.compiler.suggest import did_you_mean
 from nnspec.runtime.train.checkpoint import write_json_atomic
-from nnspec.runtime.train.tracking.base import TrackedRun, Tracker
+from nnspec.runtime.train.run_dir import read_history, run_name
+from nnspec.runtime.train.tracking.base import TrackedRun, Tracker, flatten_params
 
 TRACKING_FILE = "tracking.json"
 TRACKERS: dict[str, str] = {
@@ -110,6 +112,28 @@ class TrackingSession:
 
     def _save(self) -> None:
         write_json_atomic(self.path, self.stored)
+
+
+def start_tracking(
+    run_dir: Path, experiment: str, resolved: dict, options, epoch: int, log: Callable[[str], None]
+) -> TrackingSession:
+    """Open the trackers of a run whose checkpoint is at `epoch` (0: a new run): the resolved
+    spec (as written to spec.yaml) and the TrainOptions become the tracked parameters."""
+    values = {
+        f.name: getattr(options, f.name)
+        for f in dataclasses.fields(options)
+        if f.name not in ("resume", "progress")
+    }
+    run = TrackedRun(
+        run_dir=Path(run_dir),
+        experiment=experiment,
+        name=run_name(run_dir),
+        params=flatten_params(resolved, values),
+        spec_file=Path(run_dir) / "spec.yaml",
+    )
+    session = TrackingSession(run_dir, parse_track(options.track), options.resume)
+    session.start(run, read_history(run_dir, epoch), log)
+    return session
 
 
 def log_run_artifact(run_dir: Path, path: Path) -> list[str]:
