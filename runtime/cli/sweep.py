@@ -129,7 +129,7 @@ def execute(
                 f"[{finished}/{total}] {outcome.run.relative_dir}: {outcome.status}{took}{detail}"
             )
 
-    outcomes = sweep.execute(backend, runs, out, settings, options, on_outcome=report)
+    outcomes = sweep.execute_sweep(backend, runs, out, settings, options, on_outcome=report)
     rows = sweep.collect_rows(out, runs)
     summary = sweep.summarise(rows)
     sweep.write_results(out, rows, summary)

@@ -189,7 +189,7 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / "checkpoints" / "last.safetensors").exists()
 
 
-def execute(
+def execute_sweep(
     backend: str,
     runs: Sequence[PlannedRun],
     out_dir: Path,
@@ -207,6 +207,7 @@ def execute(
     module, _, function = BACKENDS[backend].partition(":")
     run = getattr(importlib.import_module(module), function)
     return run(runs, Path(out_dir), settings, options, on_outcome)
+
 
 
 def run_local(

@@ -16,7 +16,7 @@ from nnspec.runtime.lab.sweep import (
     PlannedRun,
     SweepSettings,
     collect_rows,
-    execute,
+    execute_sweep,
     format_summary,
     grid_points,
     parse_grid,
@@ -121,9 +121,9 @@ def test_backends_refuse_what_they_cannot_do(tmp_path):
     runs = plan_runs(grid_points(parse_grid(["optimizer.lr=0.1"])), [0])
     settings = SweepSettings(spec="s.yaml")
     with pytest.raises(UsageError, match="choose local, ray"):
-        execute("slurm", runs, tmp_path, settings, BackendOptions())
+        execute_sweep("slurm", runs, tmp_path, settings, BackendOptions())
     with pytest.raises(UsageError, match="--address, --scheduler needs --backend ray"):
-        execute("local", runs, tmp_path, settings, BackendOptions(address="auto", scheduler="asha"))
+        execute_sweep("local", runs, tmp_path, settings, BackendOptions(address="auto", scheduler="asha"))
 
 
 def test_sweep_resumes_skipping_finished_runs_and_retrying_failed_ones(tmp_path):
