@@ -48,6 +48,16 @@ class Freezer:
         ]
         self.names = [n for n in names if matches_id(n, config.params)]
 
+    def describe(self) -> str:
+        """`freezing 3 of 8 tensors (stem, bn) until epoch 2`, for the log."""
+        until = self.config.unfreeze_at_epoch
+        return (
+            f"freezing {len(self.frozen)} of {sum(1 for _ in self.model.parameters())} "
+            f"parameter tensors ({', '.join(self.config.params)})"
+            + (f" until epoch {until}" if until else "")
+            + (f"; {len(self.norms)} batch norms in eval mode while frozen" if self.norms else "")
+        )
+
     def frozen_in(self, epoch: int) -> bool:
         """Whether the frozen parameters are frozen in epoch `epoch` (counted from 1)."""
         until = self.config.unfreeze_at_epoch

@@ -183,6 +183,8 @@ class _Run:
             torch.amp.GradScaler("cuda") if self.amp and settings.amp_dtype == "float16" else None
         )
         recipes = Recipes(model, settings, metric_names(model, settings))
+        if recipes.freezer is not None:
+            self.log(recipes.freezer.describe())
         # Dropout draws from the global RNG; a rank-specific seed gives ranks different masks.
         torch.manual_seed(settings.seed + ctx.rank)
         state = dict(FRESH_STATE)
