@@ -8,8 +8,8 @@ sweep directory (and a data directory, if any) must be on storage every node see
 
 Each trial reports every epoch's record to Tune. With `scheduler="asha"`, Ray Tune's
 ASHAScheduler (time attribute: the epoch) stops poor trials at its rungs; their runs are then
-ended at their last checkpoint as Ray tasks (`finish_run`: the best checkpoint is tested and
-final.json records `stop_reason: asha`), so every row of the table has test figures.
+ended at their last checkpoint (`finish_run`: the best checkpoint is tested and final.json
+records `stop_reason: asha`), so every row of the table has test figures.
 """
 
 from __future__ import annotations
@@ -190,15 +190,19 @@ def _outcome(planned: PlannedRun, out_dir: Path, result) -> RunOutcome:
 
 
 def _finish_stopped(runs, out_dir: Path, settings, options: BackendOptions, outcomes: dict) -> None:
-    """End the runs the scheduler stopped at their checkpoint, as Ray tasks with the trials'
-    resources (testing a model needs what training it did)."""
+    """End the runs the scheduler stopped at their checkpoint: on a cluster as Ray tasks with
+    the trials' resources (testing a model needs what training it did), on a local instance in
+    this process (no new worker process to start)."""
     import ray
 
     stopped = [i for i, outcome in outcomes.items() if outcome.status == "stopped"]
-    finish = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)(
-        _finish_stopped_run
-    )
-    done = ray.get([finish.remote(runs[i], settings, str(out_dir)) for i in stopped])
+    if options.address is None:
+        done = [_finish_stopped_run(runs[i], settings, str(out_dir)) for i in stopped]
+    else:
+        finish = ray.remote(num_cpus=options.cpus_per_trial, num_gpus=options.gpus_per_trial)(
+            _finish_stopped_run
+        )
+        done = ray.get([finish.remote(runs[i], settings, str(out_dir)) for i in stopped])
     for index, ok in zip(stopped, done, strict=True):
         if not ok:
             outcomes[index] = dataclasses.replace(outcomes[index], status="failed", returncode=1)

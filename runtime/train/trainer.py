@@ -17,6 +17,7 @@ finetune, recipes, tracking).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -216,10 +217,9 @@ class _Run:
             final = self._finish(session, data, stop_reason)
         except BaseException as error:
             if tracking is not None:
-                killed = isinstance(error, (KeyboardInterrupt, SystemExit)) or not isinstance(
-                    error, Exception
-                )
-                tracking.finish("killed" if killed else "failed")
+                killed = not isinstance(error, Exception)  # KeyboardInterrupt, SystemExit, ...
+                with contextlib.suppress(Exception):  # the training error is the one to report
+                    tracking.finish("killed" if killed else "failed")
             raise
         if tracking is not None:
             tracking.finish("finished")

@@ -121,3 +121,22 @@ def test_freeze_patterns_are_checked_against_the_model():
     assert "train.freeze.params[0]" in message and "did you mean 'stem'" in message
     with pytest.raises(SpecError, match="nothing would train"):
         Freezer(tiny(), FreezeConfig(params=["*"]))
+
+
+def test_import_weights_output_fine_tunes_into_a_new_head(tmp_path):
+    tv = pytest.importorskip("torchvision")  # a test dependency; CI installs it
+    from nnspec.runtime.train.weights import import_torchvision_weights
+
+    reference = tv.models.resnet18()
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    imported = import_torchvision_weights(
+        load_spec("resnet18"), tmp_path / "r18.pth", tmp_path / "r18.safetensors"
+    )
+    model = build_model(load_spec("resnet18", overrides=["network[-1].linear.out=5"]))
+    report = init_from_weights(model, imported.path)
+    assert {k for k, *_ in report.shape_skipped} == {"fc.weight", "fc.bias"}
+    assert report.missing == () and report.unexpected == ()
+    assert len(report.loaded) == len(reference.state_dict()) - 2
+    torch.testing.assert_close(model.layer3.block2.conv2.weight, reference.layer3[1].conv2.weight)
+    torch.testing.assert_close(model.layer4.block1.shortcut.batchnorm1.running_var,
+                               reference.layer4[0].downsample[1].running_var)
