@@ -143,8 +143,11 @@ def test_mlflow_wandb_and_tensorboard_hold_each_epoch_once_across_a_kill(offline
     summary = {i.key: json.loads(i.value_json) for r in every[1]
                if r.WhichOneof("record_type") == "summary" for i in r.summary.update if i.key}
     assert summary["test_accuracy"] == final["test_accuracy"]
-    saved = {f.path for r in every[0] if r.WhichOneof("record_type") == "files" for f in r.files.files}
-    assert "spec.yaml" in saved
+    def saved(records_) -> set[str]:
+        return {f.path for r in records_ if r.WhichOneof("record_type") == "files"
+                for f in r.files.files}
+
+    assert "spec.yaml" in saved(every[0]) and "final.json" in saved(every[1])
     artifact = next(r.artifact for r in every[2] if r.WhichOneof("record_type") == "artifact")
     assert artifact.type == "model" and [e.path for e in artifact.manifest.contents] == ["tiny.onnx"]
 

@@ -9,6 +9,7 @@ sqlite:///mlruns/mlflow.db` shows it). `--track mlflow:URI` names any tracking U
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -119,6 +120,8 @@ def _client(uri: str):
 
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        # MLflow logs each step of creating a new database at INFO on the console.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     try:
         return MlflowClient(tracking_uri=uri)
     except MlflowException as error:

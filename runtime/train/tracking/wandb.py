@@ -11,6 +11,7 @@ from __future__ import annotations
 import netrc
 import os
 import re
+import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -40,7 +41,7 @@ class WandbTracker(Tracker):
             settings=wandb.Settings(silent=True),
         )
         if not stored:
-            self.run.save(str(run.spec_file), base_path=str(run.spec_file.parent), policy="now")
+            self._save(run.spec_file)
         return {
             "id": self.run.id,
             "entity": entity,
@@ -58,12 +59,25 @@ class WandbTracker(Tracker):
         self.run.summary.update({k: v for k, v in final.items() if not isinstance(v, dict)})
 
     def log_artifact(self, path: Path) -> None:
+        """An exported model becomes a versioned W&B artifact of type `model`; other files
+        (final.json) join the run's files."""
         import wandb
 
+        path = Path(path)
+        if path.suffix != ".onnx":
+            self._save(path)
+            return
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{self.run.name or self.run.id}-{path.stem}")
         artifact = wandb.Artifact(name, type="model")
         artifact.add_file(str(path))
         self.run.log_artifact(artifact)
+
+    def _save(self, path: Path) -> None:
+        # A copy inside W&B's files directory: saving a file from elsewhere symlinks it, with
+        # a warning on the console.
+        copy = Path(self.run.dir) / path.name
+        shutil.copyfile(path, copy)
+        self.run.save(str(copy), base_path=self.run.dir, policy="now")
 
     def finish(self, status: str) -> None:
         self.run.finish(exit_code=0 if status == "finished" else 1)
