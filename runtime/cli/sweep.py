@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write sweep.json and print the train commands without running them",
     )
-    ray = parser.add_argument_group("Ray Tune (--backend ray)")
+    ray = parser.add_argument_group("where the runs execute (the rest need --backend ray)")
     ray.add_argument(
         "--backend",
         choices=list(sweep.BACKENDS),
@@ -65,10 +65,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mode", choices=["auto", "min", "max"], default="auto", help="auto: min for a loss"
     )
     ray.add_argument(
-        "--grace-period", type=int, default=1, help="epochs before ASHA may stop a trial"
+        "--grace-period",
+        type=int,
+        default=1,
+        metavar="N",
+        help="epochs before ASHA may stop a trial (default 1)",
     )
-    ray.add_argument("--cpus-per-trial", type=float, default=1.0)
-    ray.add_argument("--gpus-per-trial", type=float, default=0.0)
+    ray.add_argument(
+        "--cpus-per-trial", type=float, default=1.0, metavar="N", help="default 1"
+    )
+    ray.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, metavar="N", help="default 0; may be 0.5"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -226,3 +226,15 @@ def test_the_ema_weights_export_to_onnx_and_differ_from_the_raw_ones(tmp_path, c
     run(tiny(epochs=1), tmp_path / "plain")
     assert main(["export", str(tmp_path / "plain"), "-o", str(tmp_path / "p.onnx"), "--ema"]) == 2
     assert "trained without a moving average" in capsys.readouterr().err
+
+
+def test_on_epoch_can_stop_a_run_and_says_why(tmp_path):
+    seen = []
+
+    def enough(record: dict) -> str | None:
+        seen.append(record["epoch"])
+        return "target reached" if record["epoch"] == 2 else None
+
+    final = train(load_spec(tiny(epochs=5)), TrainOptions(out=tmp_path / "r", progress=False),
+                  log=_drop, on_epoch=enough)
+    assert seen == [1, 2] and final["epochs"] == 2 and final["stop_reason"] == "target reached"

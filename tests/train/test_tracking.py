@@ -158,3 +158,16 @@ def test_mlflow_wandb_and_tensorboard_hold_each_epoch_once_across_a_kill(offline
     assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("train/loss")] == [
         (r["epoch"], r["train_loss"]) for r in records
     ]
+
+
+def test_a_resumed_run_keeps_its_tracker_targets(tmp_path):
+    from nnspec.runtime.train.tracking.session import TRACKING_FILE, TrackingSession
+
+    stored = {"mlflow": {"target": "sqlite:///a.db", "run": {"run_id": "x", "epoch": 1}}}
+    (tmp_path / TRACKING_FILE).write_text(json.dumps(stored))
+    with pytest.raises(UsageError, match="tracked with mlflow:sqlite:///a.db"):
+        TrackingSession(tmp_path, {"mlflow": "sqlite:///b.db"}, resume=True)
+    # Without --track on resume, the run's trackers carry on.
+    session = TrackingSession(tmp_path, {}, resume=True)
+    assert list(session.trackers) == ["tensorboard", "mlflow"]
+    assert session.trackers["mlflow"].target == "sqlite:///a.db"
