@@ -394,7 +394,7 @@ class _Run:
             **({"test_top5_accuracy": test["top5_accuracy"]} if "top5_accuracy" in test else {}),
             "test_count": test["count"],
         }
-        if EMA in best.extra_weights:
+        if EMA in best.extra_weights and run.recipes.ema is not None:
             run.recipes.ema.load_state_dict(best.extra_weights[EMA])
             ema = evaluate(run.recipes.ema.module, test_loader, self.device, self.loss_fn)
             final.update({f"test_ema_{k}": v for k, v in ema.items() if k != "count"})
