@@ -155,7 +155,8 @@ class BestConfig(_Strict):
     export use). Ties on an accuracy fall to the loss of the same split (`val_accuracy` ->
     `val_loss`)."""
 
-    metric: str = "val_accuracy"
+    metric: str | None = None
+    """Default: the task's validation metric (`val_accuracy` for classification)."""
     mode: MonitorMode = "auto"
 
 

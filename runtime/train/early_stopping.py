@@ -38,11 +38,11 @@ class BestPicker:
     """Picks the `best` epoch by `train.best`; ties on an accuracy fall to the loss of the same
     split (`val_accuracy` -> `val_loss`)."""
 
-    def __init__(self, config: BestConfig):
-        self.monitors = [Monitor.of(config.metric, config.mode)]
-        if config.metric.endswith("accuracy"):
-            tie = config.metric[: -len("accuracy")] + "loss"
-            self.monitors.append(Monitor.of(tie))
+    def __init__(self, config: BestConfig, default: Monitor):
+        first = Monitor.of(config.metric, config.mode) if config.metric else default
+        self.monitors = [first]
+        if first.metric.endswith("accuracy"):
+            self.monitors.append(Monitor.of(first.metric[: -len("accuracy")] + "loss"))
 
     @property
     def metric(self) -> str:
@@ -101,7 +101,9 @@ def check_metrics(settings, metrics: list[str]) -> None:
     Raises:
         SpecError: naming the setting, the metric and the metrics there are.
     """
-    watched = [("train.best.metric", settings.best.metric)]
+    watched = []
+    if settings.best.metric is not None:
+        watched.append(("train.best.metric", settings.best.metric))
     if settings.early_stopping is not None and settings.early_stopping.metric is not None:
         watched.append(("train.early_stopping.metric", settings.early_stopping.metric))
     problems = [

@@ -13,7 +13,12 @@ import torch
 from torch import nn
 
 from nnspec.compiler.training_schema import TrainConfig
-from nnspec.runtime.train.early_stopping import BestPicker, EarlyStopping, check_metrics
+from nnspec.runtime.train.early_stopping import (
+    BestPicker,
+    EarlyStopping,
+    Monitor,
+    check_metrics,
+)
 from nnspec.runtime.train.ema import ModelEma
 from nnspec.runtime.train.freeze import Freezer
 
@@ -31,12 +36,16 @@ class EpochOutcome:
 class Recipes:
     """The recipes `settings` ask for, applied to `model` (the unwrapped module)."""
 
-    def __init__(self, model: nn.Module, settings: TrainConfig, metrics: list[str]):
+    def __init__(
+        self, model: nn.Module, settings: TrainConfig, metrics: list[str], best: Monitor
+    ):
+        """`metrics`: what the run records each epoch; `best`: the task's default of
+        `train.best`."""
         check_metrics(settings, metrics)
         self.model = model
         self.freezer = Freezer(model, settings.freeze) if settings.freeze else None
         self.ema = ModelEma(model, settings.ema) if settings.ema else None
-        self.picker = BestPicker(settings.best)
+        self.picker = BestPicker(settings.best, best)
         self.stopper = (
             EarlyStopping(settings.early_stopping, self.picker.metric)
             if settings.early_stopping

@@ -47,6 +47,7 @@ from nnspec.runtime.train.checkpoint import (
 from nnspec.runtime.train.data import DataSplits, channel_stats, load_data, make_loader
 from nnspec.runtime.train.device import resolve_device
 from nnspec.runtime.train.distributed import Distributed
+from nnspec.runtime.train.early_stopping import Monitor
 from nnspec.runtime.train.evaluate import evaluate, loss_function, spec_section
 from nnspec.runtime.train.loop import Session, metric_names, train_epoch, training_loss
 from nnspec.runtime.train.optim import build_optimizer
@@ -57,6 +58,7 @@ from nnspec.runtime.train.run_dir import choose_run_dir, read_json, reconcile_me
 from nnspec.runtime.train.schedules import Schedule
 
 EVAL_BATCH_SIZE = 256
+BEST_DEFAULT = Monitor("val_accuracy", "max")  # what picks `best` unless train.best says
 # What a run's checkpoints carry as "state"; a new run starts from this.
 FRESH_STATE = {"epoch": 0, "step": 0, "best_epoch": 0, "train_seconds": 0.0}
 __all__ = ["train", "finish_run", "training_loss", "TrainOptions"]
@@ -183,7 +185,7 @@ class _Run:
         scaler = (
             torch.amp.GradScaler("cuda") if self.amp and settings.amp_dtype == "float16" else None
         )
-        recipes = Recipes(model, settings, metric_names(model, settings))
+        recipes = Recipes(model, settings, metric_names(model, settings), BEST_DEFAULT)
         if recipes.freezer is not None:
             self.log(recipes.freezer.describe())
         # Dropout draws from the global RNG; a rank-specific seed gives ranks different masks.

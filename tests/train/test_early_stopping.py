@@ -10,6 +10,8 @@ from nnspec.compiler import SpecError
 from nnspec.compiler.training_schema import BestConfig, EarlyStoppingConfig, TrainConfig
 from nnspec.runtime.train.early_stopping import BestPicker, EarlyStopping, Monitor, check_metrics
 
+ACCURACY = Monitor("val_accuracy", "max")  # the classification task's default
+
 
 def test_auto_mode_minimises_losses_and_maximises_the_rest():
     assert Monitor.of("val_loss").mode == "min"
@@ -35,14 +37,14 @@ def test_best_is_the_highest_accuracy_with_ties_falling_to_the_lower_loss():
         {"val_accuracy": 0.7, "val_loss": 0.85},
         {"val_accuracy": 0.6, "val_loss": 0.1},
     ]
-    assert pick(BestPicker(BestConfig()), records) == [1, 2, 3]
-    assert pick(BestPicker(BestConfig(metric="val_loss")), records) == [1, 2, 3, 5]
+    assert pick(BestPicker(BestConfig(), ACCURACY), records) == [1, 2, 3]
+    assert pick(BestPicker(BestConfig(metric="val_loss"), ACCURACY), records) == [1, 2, 3, 5]
 
 
 def test_a_nan_metric_never_improves_but_the_first_epoch_is_always_best():
     records = [{"val_loss": math.nan}, {"val_loss": 0.5}, {"val_loss": math.nan}]
-    assert pick(BestPicker(BestConfig(metric="val_loss")), records) == [1]
-    assert pick(BestPicker(BestConfig(metric="val_loss")), records[1:]) == [1]
+    assert pick(BestPicker(BestConfig(metric="val_loss"), ACCURACY), records) == [1]
+    assert pick(BestPicker(BestConfig(metric="val_loss"), ACCURACY), records[1:]) == [1]
 
 
 def test_early_stopping_waits_patience_epochs_without_a_min_delta_improvement():
