@@ -175,6 +175,7 @@ def test_a_run_with_every_recipe_resumes_bitwise_equal_after_a_kill(tmp_path, mo
         best={"metric": "val_ema_loss"},
         early_stopping={"metric": "val_loss", "patience": 5},
     )
+    spec["optimizer"]["groups"] = [{"params": ["stem"], "lr": 0.01}]  # layer-wise lr
     straight = run(spec, tmp_path / "straight")
     with monkeypatch.context() as patch:
         kill_after_epoch(patch, 1)
@@ -190,6 +191,11 @@ def test_a_run_with_every_recipe_resumes_bitwise_equal_after_a_kill(tmp_path, mo
     best = min(records, key=lambda r: r["val_ema_loss"])
     assert straight["best_epoch"] == best["epoch"] and straight["best_value"] == best["val_ema_loss"]
     assert all(r["val_ema_loss"] != r["val_loss"] for r in records)
+    # The unfrozen stem trained at its own group's lr.
+    groups = load_checkpoint(tmp_path / "straight" / "checkpoints", "last").optimizer_state
+    assert sorted(g["lr"] for g in groups["param_groups"]) == [0.01, 0.1]
+    last = load_checkpoint(tmp_path / "straight" / "checkpoints", "last").weights
+    assert not torch.equal(last["stem.weight"], build_model(load_spec(spec), seed=0).stem.weight)
 
 
 def test_early_stopping_ends_the_run_and_says_why(tmp_path):
