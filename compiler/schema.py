@@ -31,7 +31,8 @@ class Strict(BaseModel):
 
 
 class InputSpec(Strict):
-    shape: list[PositiveInt] = Field(min_length=1, max_length=5)
+    # a dim beyond int32 is no tensor anyone can allocate (compiler/magnitude.py)
+    shape: list[Annotated[int, Field(gt=0, le=2**31 - 1)]] = Field(min_length=1, max_length=5)
     dtype: Literal["float32", "int64"] = "float32"
 
 
@@ -178,6 +179,14 @@ class Spec(Strict):
 
     _data: dict = PrivateAttr(default_factory=dict)
     _source: SourceMap | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, value: str) -> str:
+        # the name becomes runs/NAME, a Triton model folder, NAME.onnx
+        if value in (".", ".."):
+            raise ValueError(f"a spec name cannot be {value!r}: it names folders (runs/NAME)")
+        return value
 
     @field_validator("inputs")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnspec.compiler.errors import UsageError
+from nnspec.compiler.errors import ExportError, UsageError
 from nnspec.runtime.cli.arguments import add_spec_arguments, spec_from_args
 
 
@@ -82,6 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _export(args)
+    except OSError as error:  # disk full, permission denied, a file that vanished
+        where = f": {error.filename}" if error.filename else ""
+        raise ExportError(f"export stopped: {error.strerror or error}{where}") from error
+
+
+def _export(args: argparse.Namespace) -> int:
     from nnspec.runtime.export.exporter import build_for_export, export_onnx, locate_model_files
 
     batch = _parse_batch(args.batch)

@@ -13,27 +13,32 @@ Saving writes the two tensor files as `*.new`, then replaces `NAME.json` atomica
 replace is the commit. Only then are the `*.new` files renamed into place. Loading rolls a
 committed-but-unrenamed `*.new` forward and checks that every file carries the JSON's token,
 so a crash at any point leaves either the old checkpoint or the new one, never a mix.
-No pickle is involved anywhere.
+A save that fails (disk full, `ulimit -f`, permission) removes what it wrote and raises
+OSError naming the file, with the previous checkpoint untouched. No pickle is involved anywhere.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from nnspec.compiler.errors import DataError
+from nnspec.compiler.files import UnreadableFile, read_text_capped
 
 WEIGHTS_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".state.safetensors"
 TOKEN_KEY = "nnspec.checkpoint"
+MAX_RECORD_BYTES = 64 * 2**20  # a checkpoint's JSON record (optimizer hyper-parameters, metrics)
 
 
 @dataclass
@@ -70,13 +75,18 @@ def save_checkpoint(
         state = {k: _host_copy(v) for k, v in extra_weights[extra].items()}
         files.append((_extra_suffix(extra), state))
     pending = []
-    for suffix, content in files:
-        path = directory / f"{name}{suffix}.new"
-        save_file(content, str(path), metadata={TOKEN_KEY: token})
-        _fsync(path)
-        pending.append(path)
-    record = {"token": token, "info": info, "optimizer": optimizer_json, "extra": extras}
-    write_json_atomic(directory / f"{name}.json", record)
+    try:
+        for suffix, content in files:
+            path = directory / f"{name}{suffix}.new"
+            pending.append(path)
+            _save_tensors(content, path, token)
+            _fsync(path)
+        record = {"token": token, "info": info, "optimizer": optimizer_json, "extra": extras}
+        write_json_atomic(directory / f"{name}.json", record)
+    except OSError:
+        for path in pending:  # not committed: the previous checkpoint stays as it was
+            path.unlink(missing_ok=True)
+        raise
     for path in pending:
         os.replace(path, path.with_suffix(""))
     _fsync_directory(directory)
@@ -86,11 +96,18 @@ def load_checkpoint(directory: Path, name: str) -> Checkpoint:
     """Read checkpoint `name`, finishing a save that was committed but not yet renamed."""
     directory = Path(directory)
     record = complete_checkpoint(directory, name)
-    weights = load_file(str(directory / f"{name}{WEIGHTS_SUFFIX}"))
-    tensors = load_file(str(directory / f"{name}{STATE_SUFFIX}"))
+    try:
+        weights = load_file(str(directory / f"{name}{WEIGHTS_SUFFIX}"))
+        tensors = load_file(str(directory / f"{name}{STATE_SUFFIX}"))
+        extra = {
+            e: load_file(str(directory / f"{name}{_extra_suffix(e)}")) for e in _extras(record)
+        }
+    except SafetensorError as e:
+        raise DataError(f"checkpoint {name!r} in {directory} cannot be read: {e}\n    hint: "
+                        "the file was damaged after it was written; restore it or start a "
+                        "new run") from None
     rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
     optimizer_state = _join_optimizer_state(record["optimizer"], tensors)
-    extra = {e: load_file(str(directory / f"{name}{_extra_suffix(e)}")) for e in _extras(record)}
     return Checkpoint(weights, optimizer_state, rng, record["info"], extra)
 
 
@@ -124,9 +141,13 @@ def complete_checkpoint(directory: Path, name: str) -> dict:
     record_path = directory / f"{name}.json"
     if not record_path.exists():
         raise DataError(f"no checkpoint {name!r} in {directory} ({record_path.name} is missing)")
-    record = json.loads(record_path.read_text())
-    token = record["token"]
-    for suffix in (WEIGHTS_SUFFIX, STATE_SUFFIX, *map(_extra_suffix, _extras(record))):
+    try:
+        record = json.loads(read_text_capped(record_path, MAX_RECORD_BYTES))
+        token = record["token"]
+        extras = _extras(record)
+    except (UnreadableFile, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"checkpoint record {record_path} cannot be read: {e}") from None
+    for suffix in (WEIGHTS_SUFFIX, STATE_SUFFIX, *map(_extra_suffix, extras)):
         final = directory / f"{name}{suffix}"
         pending = final.with_name(final.name + ".new")
         if pending.exists() and _token_of(pending) == token:
@@ -168,11 +189,26 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temp file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _save_tensors(content: dict[str, torch.Tensor], path: Path, token: str) -> None:
+    """safetensors' writer, with its I/O failures raised as the OSError they are."""
+    try:
+        save_file(content, str(path), metadata={TOKEN_KEY: token})
+    except SafetensorError as e:
+        # "Error while serializing: I/O error: File too large (os error 27)"
+        code = re.search(r"os error (\d+)", str(e))
+        number = int(code.group(1)) if code else errno.EIO
+        raise OSError(number, os.strerror(number), str(path)) from e
 
 
 def _extra_suffix(extra: str) -> str:
@@ -180,7 +216,17 @@ def _extra_suffix(extra: str) -> str:
 
 
 def _extras(record: dict) -> list[str]:
-    return list(record.get("extra", []))  # checkpoints written before extras existed have none
+    """The extra weights a record names (none in checkpoints from before extras existed).
+
+    Raises:
+        ValueError: a name that is not a plain word (a record edited to point elsewhere).
+    """
+    extras = record.get("extra", [])
+    if not isinstance(extras, list) or not all(
+        isinstance(e, str) and re.fullmatch(r"[a-z0-9_]{1,32}", e) for e in extras
+    ):
+        raise ValueError(f"'extra' must list plain names, got {str(extras)[:100]}")
+    return extras
 
 
 def _host_copy(tensor: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,7 @@ from nnspec.runtime.train.device import resolve_device
 from nnspec.runtime.train.distributed import Distributed
 from nnspec.runtime.train.early_stopping import Monitor
 from nnspec.runtime.train.evaluate import evaluate, loss_function, spec_section
+from nnspec.runtime.train.failures import is_out_of_memory, memory_failure, storage_failure
 from nnspec.runtime.train.loop import Session, metric_names, train_epoch, training_loss
 from nnspec.runtime.train.optim import build_optimizer
 from nnspec.runtime.train.options import TrainOptions
@@ -101,8 +102,16 @@ def _session(spec, options: TrainOptions, log, body) -> dict:
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     ctx.start(device)
+    run = None
     try:
-        return body(_Run(spec, options, ctx, device, log if ctx.is_main else _quiet))
+        run = _Run(spec, options, ctx, device, log if ctx.is_main else _quiet)
+        return body(run)
+    except OSError as error:  # disk full, permission denied, a file that vanished
+        raise storage_failure(error, run.checkpoints if run else None) from error
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        raise memory_failure(error, run.checkpoints if run else None) from None
     finally:
         ctx.stop()
 
