@@ -167,6 +167,10 @@ def test_a_resumed_run_keeps_its_tracker_targets(tmp_path):
     (tmp_path / TRACKING_FILE).write_text(json.dumps(stored))
     with pytest.raises(UsageError, match="tracked with mlflow:sqlite:///a.db"):
         TrackingSession(tmp_path, {"mlflow": "sqlite:///b.db"}, resume=True)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / TRACKING_FILE).write_text('{"mlflow": {"run": 3}, "x": {}}')
+    with pytest.raises(UsageError, match="is not a tracker record"):
+        TrackingSession(tmp_path / "bad", {}, resume=True)
     # Without --track on resume, the run's trackers carry on.
     session = TrackingSession(tmp_path, {}, resume=True)
     assert list(session.trackers) == ["tensorboard", "mlflow"]

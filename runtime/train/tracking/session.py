@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from nnspec.compiler.errors import UsageError
 from nnspec.compiler.suggest import did_you_mean
 from nnspec.runtime.train.checkpoint import write_json_atomic
-from nnspec.runtime.train.run_dir import read_history, run_name
+from nnspec.runtime.train.run_dir import read_history, read_json, run_name
 from nnspec.runtime.train.tracking.base import TrackedRun, Tracker, flatten_params
 
 TRACKING_FILE = "tracking.json"
@@ -151,5 +150,21 @@ def log_run_artifact(run_dir: Path, path: Path) -> list[str]:
 
 
 def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A run's tracking.json ({} when it has none), checked before anything trusts it.
+
+    Raises:
+        UsageError: not a record of known trackers' runs.
+    """
+    if not path.is_file():
+        return {}
+    stored = read_json(path)
+    for name, entry in stored.items():
+        if name not in TRACKERS or not isinstance(entry, dict) or not isinstance(
+            entry.get("run"), dict
+        ):
+            raise UsageError(
+                f"{path} cannot be read: {name!r} is not a tracker record\n    hint: restore "
+                "the file, or delete it to track the rest of the run in new tracker runs",
+            )
+    return stored
 
