@@ -40,7 +40,18 @@ def run_ray(
     options: BackendOptions,
     on_outcome: Callable[[RunOutcome], None] | None = None,
 ) -> list[RunOutcome]:
-    """Run the unfinished runs as Ray Tune trials; return one outcome per run, in order."""
+    """Run the unfinished runs as Ray Tune trials; return one outcome per run, in order.
+
+    Raises:
+        UsageError: Ray Tune is not installed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError(
+            "--backend ray needs Ray Tune\n    hint: pip install \"nnspec[ray]\" "
+            "(or pip install \"ray[tune]\")",
+        )
     import ray
     from ray import tune
 

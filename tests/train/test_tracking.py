@@ -19,7 +19,7 @@ from tests.train.test_recipes import tiny
 from tests.train.test_train import SimulatedKill, kill_after_epoch
 
 
-def test_track_values_are_checked():
+def test_track_values_are_checked(monkeypatch):
     assert parse_track(["mlflow", "wandb:team/digits"]) == {"mlflow": None, "wandb": "team/digits"}
     assert parse_track(["mlflow:http://host:5000"]) == {"mlflow": "http://host:5000"}
     assert parse_track(["tensorboard"]) == {}
@@ -27,6 +27,12 @@ def test_track_values_are_checked():
         parse_track(["mlfow"])
     with pytest.raises(UsageError, match="given twice"):
         parse_track(["wandb", "wandb:x"])
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: None if n == "wandb" else real(n))
+    with pytest.raises(UsageError, match=r'needs the wandb package\n    hint: pip install "nnspec\[tracking\]"'):
+        parse_track(["wandb"])
 
 
 def test_parameters_are_the_spec_flattened_by_key_and_index():

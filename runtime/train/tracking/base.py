@@ -33,6 +33,8 @@ class Tracker(ABC):
     (on `--resume`, and for `nnspec export` to add the ONNX file)."""
 
     name: ClassVar[str]
+    requires: ClassVar[str | None] = None
+    """The package the tracker needs (`pip install "nnspec[tracking]"` brings it)."""
 
     def __init__(self, target: str | None):
         self.target = target

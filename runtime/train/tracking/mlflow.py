@@ -33,6 +33,7 @@ def default_tracking_uri(cwd: Path | None = None) -> str:
 
 class MlflowTracker(Tracker):
     name = "mlflow"
+    requires = "mlflow"
 
     def start(self, run: TrackedRun, stored: dict | None) -> dict:
         uri = stored["tracking_uri"] if stored else (self.target or default_tracking_uri())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -48,6 +49,12 @@ def parse_track(items: Iterable[str]) -> dict[str, str | None]:
             )
         if name in chosen:
             raise UsageError(f"--track {name} is given twice")
+        needed = tracker_class(name).requires
+        if needed and importlib.util.find_spec(needed) is None:
+            raise UsageError(
+                f"--track {name} needs the {needed} package\n    hint: pip install "
+                '"nnspec[tracking]" (or pip install ' + needed + ")",
+            )
         if name not in ALWAYS:
             chosen[name] = target or None
     return chosen

@@ -20,6 +20,7 @@ from nnspec.runtime.train.tracking.base import TrackedRun, Tracker, metrics_of
 
 class WandbTracker(Tracker):
     name = "wandb"
+    requires = "wandb"
 
     def start(self, run: TrackedRun, stored: dict | None) -> dict:
         import wandb
