@@ -85,7 +85,10 @@ class WandbTracker(Tracker):
 
     def describe(self, record: dict) -> str:
         where = f"{record['entity']}/{record['project']}" if record["entity"] else record["project"]
-        return f"{record['mode']} run {record['id']} of project {where} (files in {record['dir']}/wandb)"
+        text = f"{record['mode']} run {record['id']} of project {where}"
+        if record["mode"] == "offline":
+            text += f" (upload later: wandb sync {record['dir']}/wandb/offline-run-*)"
+        return text
 
     def release(self) -> None:
         self.run.finish()
