@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--weights", metavar="W.safetensors", help="weights to load instead of a run checkpoint"
     )
     parser.add_argument(
+        "--ema",
+        action="store_true",
+        help="export the checkpoint's moving average of the weights (a run trained with "
+        "train.ema)",
+    )
+    parser.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ai.onnx opset (default {DEFAULT_OPSET})"
     )
     parser.add_argument(
@@ -87,7 +93,9 @@ def _export(args: argparse.Namespace) -> int:
     from nnspec.runtime.export.exporter import build_for_export, export_onnx, locate_model_files
 
     batch = _parse_batch(args.batch)
-    files = locate_model_files(args.source, checkpoint=args.checkpoint, weights=args.weights)
+    files = locate_model_files(
+        args.source, checkpoint=args.checkpoint, weights=args.weights, ema=args.ema
+    )
     spec = spec_from_args(args, source=str(files.spec))
     model = build_for_export(spec, files)
     output = Path(args.output or f"{spec.name}.onnx")
@@ -129,7 +137,25 @@ def _export(args: argparse.Namespace) -> int:
             served, args.triton_repo, spec.name, max_batch_size=args.max_batch_size, labels=labels
         )
         print(f"  Triton model repository: {model_dir}")
+    _track_export(args.source, result.path)
     return 0
+
+
+def _track_export(source: str, path: Path) -> None:
+    """Add the ONNX file to the trackers the run used (MLflow, W&B); a tracker that cannot be
+    reached costs a warning, not the export."""
+    from nnspec.runtime.export.exporter import is_run_dir
+    from nnspec.runtime.train.tracking.session import log_run_artifact
+
+    if not is_run_dir(source):
+        return
+    try:
+        names = log_run_artifact(Path(source), path)
+    except Exception as error:  # noqa: BLE001 (any tracker failure; the export itself is done)
+        print(f"  warning: could not add {path.name} to the run's trackers: {error}")
+        return
+    if names:
+        print(f"  tracked as an artifact in: {', '.join(names)}")
 
 
 def _parse_batch(text: str) -> int | None:

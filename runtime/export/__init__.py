@@ -19,7 +19,8 @@ from nnspec.runtime.common.lazy import lazy_exports
 
 _EXPORTS = {
     "export_onnx": "exporter", "ExportResult": "exporter", "build_for_export": "exporter",
-    "dry_run_export": "exporter", "is_run_dir": "exporter", "load_weights": "exporter",
+    "dry_run_export": "exporter", "is_run_dir": "run_files", "load_weights": "exporter",
+    "locate_model_files": "run_files",
     "read_normalization": "exporter",
     "fold_batchnorm": "fold_bn", "plan_batchnorm_folding": "fold_bn",
     "verify_parity": "verify", "check_onnx_file": "verify",

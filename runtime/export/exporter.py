@@ -24,6 +24,12 @@ from torch import nn
 from nnspec.compiler.errors import ExportError, UsageError
 from nnspec.runtime.export.fold_bn import FoldPlan, fold_batchnorm, plan_batchnorm_folding
 from nnspec.runtime.export.metadata import LABELS
+from nnspec.runtime.export.run_files import (  # noqa: F401 (their home before run_files.py)
+    CHECKPOINTS,
+    RunFiles,
+    is_run_dir,
+    locate_model_files,
+)
 from nnspec.runtime.export.verify import ParityReport, check_onnx_file, verify_parity
 
 DEFAULT_OPSET = 18
@@ -33,7 +39,6 @@ OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
 # ONNX's protobuf limit: beyond it weights must go to an external data file.
 SINGLE_FILE_LIMIT = 2 * 1024**3
-CHECKPOINTS = ("best", "last")
 # Per-sample rank -> layout of the batched input, for clients that build tensors.
 LAYOUTS = {1: "NC", 2: "NCL", 3: "NCHW", 4: "NCDHW"}
 # Ops that must not survive into an inference graph (BatchNormalization only when folding).
@@ -54,64 +59,6 @@ class ExportResult:
     @property
     def size_bytes(self) -> int:
         return self.path.stat().st_size
-
-
-@dataclass(frozen=True)
-class RunFiles:
-    """Where the parts of a model come from: a spec, optional weights and normalisation."""
-
-    spec: str | Path
-    weights: Path | None
-    normalization: Path | None
-
-
-def is_run_dir(source: str | Path) -> bool:
-    """A training run directory holds the resolved `spec.yaml`."""
-    path = Path(source)
-    return path.is_dir() and (path / "spec.yaml").is_file()
-
-
-def locate_model_files(
-    source: str | Path, checkpoint: str = "best", weights: str | Path | None = None
-) -> RunFiles:
-    """Resolve a run directory or a bare spec into the files a model is built from.
-
-    A run directory gives its `spec.yaml`, `checkpoints/<checkpoint>.safetensors` and
-    `normalization.json`; `weights` replaces the checkpoint. A bare spec (path or zoo name)
-    gives itself and `weights`, if any.
-
-    Raises:
-        UsageError: unknown checkpoint name, or a weights file that does not exist.
-    """
-    if checkpoint not in CHECKPOINTS:
-        raise UsageError(
-            f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}"
-        )
-    chosen = Path(weights) if weights is not None else None
-    if chosen is not None and not chosen.is_file():
-        raise UsageError(f"weights file {str(chosen)!r} does not exist")
-    if not is_run_dir(source):
-        return RunFiles(spec=source, weights=chosen, normalization=None)
-    run = Path(source)
-    if chosen is None:
-        from nnspec.runtime.train.checkpoint import checkpoint_names, complete_checkpoint
-
-        chosen = run / "checkpoints" / f"{checkpoint}.safetensors"
-        present = checkpoint_names(run / "checkpoints")
-        if checkpoint in present:  # finish a save a crash interrupted, as training would
-            complete_checkpoint(run / "checkpoints", checkpoint)
-        if not chosen.is_file():
-            raise UsageError(
-                f"run {str(run)!r} has no {checkpoint!r} checkpoint ({chosen} is missing)\n"
-                f"    hint: checkpoints present: {', '.join(present) or 'none'}; "
-                "choose one with --checkpoint, or pass --weights"
-            )
-    normalization = run / "normalization.json"
-    return RunFiles(
-        spec=run / "spec.yaml",
-        weights=chosen,
-        normalization=normalization if normalization.is_file() else None,
-    )
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

@@ -6,7 +6,8 @@
     final["test_accuracy"]
 
 Public API:
-    train(spec, options, log=print) -> dict     the run's final metrics (final.json)
+    train(spec, options, log=print, on_epoch=None) -> dict   the run's final metrics (final.json)
+    finish_run(spec, options, reason)            end a run at its checkpoint, test it
     TrainOptions                                 what the command line sets
     evaluate_run(run_dir, data=, split=, ...)    `nnspec eval`
     load_trained_model(run_dir, checkpoint=)     (model in eval mode, spec)
@@ -18,12 +19,16 @@ Public API:
     match_weights(source, target, rules=)        which source tensor fills which spec tensor
     read_state_dict(path)                        tensors of a .pth / checkpoint / .safetensors
     Distributed                                  this process's place in a torchrun job
+    init_from_weights(model, source, strict=)    `--init-from`: load by spec id and shape
+    ModelEma                                     `train.ema` (timm's ModelEmaV3 rule)
+    log_run_artifact(run_dir, path)              a file into the trackers of a run
 """
 
 from nnspec.runtime.common.lazy import lazy_exports
 
 _EXPORTS = {
-    "train": "trainer", "training_loss": "trainer", "TrainOptions": "options",
+    "train": "trainer", "finish_run": "trainer", "training_loss": "loop",
+    "TrainOptions": "options",
     "evaluate": "evaluate", "evaluate_run": "evaluate", "load_trained_model": "evaluate",
     "DataSplits": "data", "load_data": "data", "make_loader": "data",
     "build_optimizer": "optim", "Schedule": "schedules",
@@ -31,6 +36,8 @@ _EXPORTS = {
     "import_weights": "weights", "import_torchvision_weights": "weights",
     "match_weights": "weight_mapping", "read_state_dict": "state_dict_files",
     "Distributed": "distributed", "choose_run_dir": "run_dir", "resolve_device": "device",
+    "init_from_weights": "finetune", "InitReport": "finetune", "ModelEma": "ema",
+    "log_run_artifact": "tracking.session",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
