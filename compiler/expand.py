@@ -81,6 +81,7 @@ class Expander:
         self.taken: set[str] = set(self.inputs)
         self.leaves: set[str] = set()  # ids of layer nodes
         self.scope_ids: set[str] = set()  # every proper dotted prefix of a taken id
+        self.block_calls: Counter = Counter()  # block name -> calls expanded so far
         self.reported: set[tuple] = set()  # (message, path, mark) of each problem reported
         self.follow_ons = 0  # problems not reported: they follow from an earlier one
 
@@ -141,7 +142,8 @@ class Expander:
             except SubstitutionError as e:
                 self.problem(str(e), ("vars", name), hint=e.hint)
                 env[name] = UNKNOWN  # its uses follow from this problem
-        root = _Ctx(prefix="", scopes=[], env=env)
+        # outside any `repeat`, a node is copy 0 of 1 (a var of the same name wins)
+        root = _Ctx(prefix="", scopes=[], env={"index": 0, "count": 1, **env})
         first_input = next(iter(self.inputs))
         out = self.expand_sequence(spec.network, ("network",), root, first_input)
         if not self.nodes and not self.problems:
@@ -218,7 +220,10 @@ class Expander:
             if len(node_inputs) == 1 and kind in ("add", "concat", "multiply") and \
                     inputs is not None and r == 0:
                 node_inputs = [x, *node_inputs]  # `- add: {}` + `from: skip` = previous + skip
-            x = self.expand_one(kind, value, path, ctx, node_inputs, this_local, init)
+            # copy indices: the layer's parameters, a block's args and body see `${index}`
+            copy = replace(ctx, env={**ctx.env, "index": r, "count": repeat}) \
+                if "repeat" in meta else ctx
+            x = self.expand_one(kind, value, path, copy, node_inputs, this_local, init)
         if local is not None and repeat > 1:
             ctx.names[local] = x
             self.aliases[ctx.full(local)] = x
@@ -358,6 +363,11 @@ class Expander:
         if layer.arity is None:  # merges: `from` lists all their inputs
             if len(inputs) < 2:
                 self.fail(f"{kind} needs two or more inputs: give `from: [a, b]`", path, ctx)
+        elif isinstance(layer.arity, tuple):  # optional inputs (self_attention's mask)
+            low, high = layer.arity
+            if not low <= len(inputs) <= high:
+                self.fail(f"{kind} takes {low} to {high} inputs, but `from` names {len(inputs)}",
+                          path, ctx)
         elif len(inputs) != layer.arity:
             self.fail(f"{kind} takes {layer.arity} input, but `from` names {len(inputs)}", path, ctx,
                       hint="merge several inputs with add, concat or multiply")
@@ -503,9 +513,13 @@ class Expander:
             chain = " -> ".join([*ctx.blocks, name])
             self.fail(f"block {name!r} calls itself ({chain})", path, ctx)
         in_shape = self.shapes.get(x)
-        # Blocks may read their input's shape: `${in_channels // 2}` (DenseNet's transition).
+        # Blocks may read their input's shape: `${in_channels // 2}` (DenseNet's transition),
+        # and which call of the block this is in the whole network: `${block_index}`
+        # (a drop-path rate growing linearly over all blocks).
         shape_env = {"in_shape": list(in_shape) if in_shape else UNKNOWN,
-                     "in_channels": in_shape[0] if in_shape else UNKNOWN}
+                     "in_channels": in_shape[0] if in_shape else UNKNOWN,
+                     "block_index": self.block_calls[name]}
+        self.block_calls[name] += 1
         args = self.bind_args(name, block.args, self.subst(value, ctx, path), path,
                               replace(ctx, env={**ctx.env, **shape_env}))
         self.claim(ctx.full(local), path, ctx)

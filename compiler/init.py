@@ -69,8 +69,18 @@ def node_schemes(node, config: InitConfig) -> tuple[InitScheme | None, InitSchem
     return weight, bias
 
 
-def _is_bias(name: str) -> bool:
-    return name.rsplit(".", 1)[-1].startswith("bias") or "_bias" in name
+def is_bias(name: str) -> bool:
+    """A parameter the `bias` scheme initialises: `bias`, `in_proj_bias`, LSTM's `bias_ih_l0`
+    (not the relative position bias table of attention: a learned table, like a weight)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf.startswith("bias") or leaf.endswith("_bias")
+
+
+def keeps_init(module: nn.Module, pname: str) -> bool:
+    """A parameter whose module gives it a meaning of its own (Swin V2's attention temperature,
+    `keeps_init = ("logit_scale",)`), which a spec's weight and bias schemes leave alone."""
+    owner, _, leaf = pname.rpartition(".")
+    return leaf in getattr(module.get_submodule(owner), "keeps_init", ())
 
 
 def given(scheme: InitScheme | None) -> bool:
@@ -84,7 +94,9 @@ def initialize(model: nn.Module, graph: Graph, config: InitConfig) -> None:
         module = model.get_submodule(node.id)
         weight, bias = node_schemes(node, config)
         for pname, param in module.named_parameters():
-            scheme = bias if _is_bias(pname) else weight
+            if keeps_init(module, pname):
+                continue
+            scheme = bias if is_bias(pname) else weight
             if not given(scheme):
                 continue
             if scheme.scheme in _FAN_BASED and param.dim() < 2:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nnspec.compiler.attention import SelfAttention  # noqa: F401  (the self_attention module)
+
 
 class Add(nn.Module):
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
@@ -196,16 +198,6 @@ class PositionEmbedding(nn.Module):
         return x + self.embedding
 
 
-class SelfAttention(nn.MultiheadAttention):
-    """Multi-head self-attention on a (N, D) sequence: query = key = value = x."""
-
-    def __init__(self, dim: int, heads: int, dropout: float, bias: bool):
-        super().__init__(dim, heads, dropout=dropout, bias=bias, batch_first=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(x, x, x, need_weights=False)[0]
-
-
 class LSTM(nn.LSTM):
     """LSTM over a (L, F) sequence returning the outputs, or the last step only."""
 
@@ -228,3 +220,50 @@ class GRU(nn.GRU):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         out = super().forward(x)[0]
         return out[:, -1] if self.last_only else out
+
+
+class LinearAlongDim(nn.Linear):
+    """nn.Linear over dim `dim` instead of the last one: over channels of (B, C, H, W) with
+    dim=1 (a 1x1 convolution holding a Linear's weight), over tokens with dim=1 of (B, N, D)
+    (MLP-Mixer's token mixing)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dim: int = 1):
+        super().__init__(in_features, out_features, bias=bias)
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(self.dim, -1)).movedim(-1, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dim={self.dim}"
+
+
+class LayerNormAlongDim(nn.LayerNorm):
+    """nn.LayerNorm over one dim `dim` instead of the trailing ones: channels-first LayerNorm
+    (torchvision's LayerNorm2d in ConvNeXt, timm's LayerNorm2d) with dim=1."""
+
+    def __init__(self, size: int, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, dim: int = 1):
+        super().__init__(size, eps=eps, elementwise_affine=elementwise_affine, bias=bias)
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(self.dim, -1)).movedim(-1, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dim={self.dim}"
+
+
+class GroupNormAlongDim(nn.GroupNorm):
+    """nn.GroupNorm with the channels at dim `dim` instead of 1 (channels-last maps)."""
+
+    def __init__(self, groups: int, channels: int, eps: float = 1e-5, affine: bool = True,
+                 dim: int = -1):
+        super().__init__(groups, channels, eps=eps, affine=affine)
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(self.dim, 1)).movedim(1, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dim={self.dim}"

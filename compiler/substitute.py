@@ -36,9 +36,21 @@ def _sandbox():
         from nnspec.compiler.sandbox import SpecSandbox
 
         _env = SpecSandbox()
-        # plain arithmetic helpers, e.g. MobileNet's `${max(8, (c * 4 + 4) // 8 * 8)}`
-        _env.globals.update(min=min, max=max, abs=abs, int=int, float=float, round=round)
+        # plain arithmetic helpers, e.g. MobileNetV3's squeeze `${make_divisible(c // 4)}`
+        _env.globals.update(min=min, max=max, abs=abs, int=int, float=float, round=round,
+                            make_divisible=make_divisible)
     return _env
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """`value` rounded to the nearest multiple of `divisor`, at least `min_value` (default:
+    `divisor`) and never more than 10% below `value`: the channel rounding of the TensorFlow
+    MobileNet code, torchvision's `_make_divisible` (72 // 4 channels -> 24)."""
+    if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
+        raise ValueError(f"make_divisible needs a positive integer divisor, got {divisor!r}")
+    floor = divisor if min_value is None else min_value
+    rounded = max(floor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 def substitute(value: Any, env: dict[str, Any]) -> Any:

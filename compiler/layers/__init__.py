@@ -1,6 +1,15 @@
 """Layer kinds: importing this package registers the built-in kinds."""
 
-from nnspec.compiler.layers import activation, conv, dense, merge, norm, pool, tensor  # noqa: F401
+from nnspec.compiler.layers import (  # noqa: F401
+    activation,
+    conv,
+    dense,
+    merge,
+    norm,
+    pool,
+    tensor,
+    window,
+)
 from nnspec.compiler.layers.registry import (
     LayerConfig,
     LayerKind,

@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from nnspec.compiler import modules
-from nnspec.compiler.layers.common import PositiveInt, Probability
+from nnspec.compiler.layers.common import PositiveInt, Probability, sample_dim, torch_dim
 from nnspec.compiler.layers.registry import LayerConfig, LayerKind, ShapeError, register_layer
 
 _BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm2d, 4: nn.BatchNorm3d}
@@ -46,45 +46,72 @@ class BatchNorm(LayerKind):
 class LayerNorm(LayerKind):
     name = "layernorm"
     category = "norm"
-    summary = "layer normalisation over the last `dims` dims of each sample"
+    summary = "layer normalisation over the last `dims` dims, or over one `dim` (0: channels)"
 
     class Config(LayerConfig):
         type: Literal["layernorm"] = "layernorm"
         dims: PositiveInt = 1
+        dim: int | None = None
         eps: float = Field(1e-5, gt=0)
         affine: bool = True
         bias: bool = True
 
+    def _dim(self, cfg, shape) -> int | None:
+        """The per-sample dim normalised alone, or None for the trailing `dims` dims."""
+        if cfg.dim is None:
+            if cfg.dims > len(shape):
+                raise ShapeError(f"dims={cfg.dims} exceeds the per-sample rank of {shape}")
+            return None
+        if cfg.dims != 1:
+            raise ShapeError("give `dim` (one dim, anywhere) or `dims` (the trailing dims), "
+                             "not both")
+        torch_dim(cfg.dim, len(shape))
+        return sample_dim(cfg.dim, len(shape))
+
     def infer_shape(self, cfg, in_shapes):
-        if cfg.dims > len(in_shapes[0]):
-            raise ShapeError(f"dims={cfg.dims} exceeds the per-sample rank of {in_shapes[0]}")
+        self._dim(cfg, in_shapes[0])
         return in_shapes[0]
 
     def build(self, cfg, in_shapes):
-        return nn.LayerNorm(in_shapes[0][-cfg.dims:], eps=cfg.eps,
-                            elementwise_affine=cfg.affine, bias=cfg.bias)
+        shape = in_shapes[0]
+        d = self._dim(cfg, shape)
+        if d is None or d == len(shape) - 1:
+            size = shape[-cfg.dims:] if d is None else shape[-1:]
+            return nn.LayerNorm(size, eps=cfg.eps, elementwise_affine=cfg.affine, bias=cfg.bias)
+        return modules.LayerNormAlongDim(shape[d], eps=cfg.eps, elementwise_affine=cfg.affine,
+                                         bias=cfg.bias, dim=d + 1)
 
 
 @register_layer
 class GroupNorm(LayerKind):
     name = "groupnorm"
     category = "norm"
-    summary = "group normalisation: channels split into `groups`"
+    summary = "group normalisation: channels (dim 0, or `dim: -1` channels-last) in `groups`"
 
     class Config(LayerConfig):
         type: Literal["groupnorm"] = "groupnorm"
         groups: PositiveInt
+        dim: int = 0
         eps: float = Field(1e-5, gt=0)
         affine: bool = True
 
+    def _dim(self, cfg, shape) -> int:
+        torch_dim(cfg.dim, len(shape))
+        return sample_dim(cfg.dim, len(shape))
+
     def infer_shape(self, cfg, in_shapes):
-        channels = in_shapes[0][0]
+        channels = in_shapes[0][self._dim(cfg, in_shapes[0])]
         if channels % cfg.groups:
             raise ShapeError(f"groups={cfg.groups} does not divide {channels} channels")
         return in_shapes[0]
 
     def build(self, cfg, in_shapes):
-        return nn.GroupNorm(cfg.groups, in_shapes[0][0], eps=cfg.eps, affine=cfg.affine)
+        d = self._dim(cfg, in_shapes[0])
+        channels = in_shapes[0][d]
+        if d == 0:
+            return nn.GroupNorm(cfg.groups, channels, eps=cfg.eps, affine=cfg.affine)
+        return modules.GroupNormAlongDim(cfg.groups, channels, eps=cfg.eps, affine=cfg.affine,
+                                         dim=d + 1)
 
 
 @register_layer

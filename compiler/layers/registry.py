@@ -38,8 +38,9 @@ class LayerKind:
     Config: ClassVar[type[LayerConfig]]
     #: which `init:` entry applies: conv, linear, norm, embedding, recurrent, attention, token
     category: ClassVar[str | None] = None
-    #: number of inputs: 1 for ordinary layers, None for merges (2 or more)
-    arity: ClassVar[int | None] = 1
+    #: number of inputs: 1 for ordinary layers, None for merges (2 or more), (low, high) for
+    #: optional inputs (self_attention: tokens, and an additive mask or not)
+    arity: ClassVar[int | tuple[int, int] | None] = 1
     summary: ClassVar[str] = ""
 
     def infer_shape(self, cfg: Any, in_shapes: list[Shape]) -> Shape:

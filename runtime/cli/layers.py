@@ -35,6 +35,9 @@ def _annotation(annotation) -> str:
         return f"{getattr(origin, '__name__', origin)}[{inner}]"
     if annotation is type(None):
         return "None"
+    fields = getattr(annotation, "model_fields", None)
+    if fields is not None:  # a nested config: `{window: int | list[int]}`
+        return "{" + ", ".join(f"{n}: {_annotation(f.annotation)}" for n, f in fields.items()) + "}"
     return getattr(annotation, "__name__", str(annotation))
 
 

@@ -556,6 +556,13 @@ def _helper_names() -> set[str]:
         "LSTM",
         "GRU",
         "LayerScale",
+        "LinearAlongDim",
+        "LayerNormAlongDim",
+        "GroupNormAlongDim",
+        "WindowPartition",
+        "WindowReverse",
+        "ShiftedWindowMask",
+        "MergePatches",
     }
 
 

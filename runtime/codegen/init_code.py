@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nnspec.compiler.init import is_bias, keeps_init
 from nnspec.compiler.layers import get_kind
 from nnspec.compiler.schema import InitConfig, InitScheme
 from nnspec.runtime.codegen.format import Brackets, Call, Code, flat, layout
@@ -85,8 +86,7 @@ def _param_scheme(node, pname: str, config: InitConfig) -> InitScheme | None:
         else None
     )
     bias = node.init.bias if node.init and node.init.bias else config.bias
-    is_bias = pname.rsplit(".", 1)[-1].startswith("bias") or "_bias" in pname
-    scheme = bias if is_bias else weight
+    scheme = bias if is_bias(pname) else weight
     return None if scheme is None or scheme.scheme == "default" else scheme
 
 
@@ -102,7 +102,7 @@ def init_lines(s: Structure, depth: int) -> list[str]:
         for pname, _ in module.named_parameters():
             owner, _, local = f"{node.id}.{pname}".rpartition(".")
             owner_module = module.get_submodule(pname.rpartition(".")[0])
-            scheme = _param_scheme(node, pname, config)
+            scheme = None if keeps_init(module, pname) else _param_scheme(node, pname, config)
             key = tuple(flat(c) for c in scheme_calls(scheme, config, "p")) if scheme else ()
             owners.setdefault((type(owner_module), local), []).append((owner, key, scheme))
     by_class: dict[type, list[tuple[str, tuple, InitScheme, bool]]] = {}

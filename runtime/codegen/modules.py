@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from nnspec.compiler import modules
+from nnspec.compiler import modules, windows
 from nnspec.compiler.errors import ExportError
 from nnspec.runtime.codegen.format import Brackets, Call, Code
 
@@ -343,9 +343,100 @@ register_codegen(
         constructor=lambda m, node: Ctor(
             "SelfAttention",
             (("dim", m.embed_dim), ("heads", m.num_heads)),
-            (("dropout", m.dropout, 0.0), ("bias", m.in_proj_bias is not None, True)),
+            (
+                ("dropout", m.dropout, 0.0),
+                ("bias", m.in_proj_bias is not None, True),
+                ("scale", m.scale, None),
+                ("window", m.window, None),
+                ("mlp", m.mlp, None),
+                ("cosine", m.cosine, False),
+            ),
         ),
         helpers=("SelfAttention",),
+    ),
+)
+
+
+def _along_dim(func: str, first: Callable[[Any], tuple]) -> Callable[[nn.Module, Any], Ctor]:
+    """A torch module with its dim moved (LinearAlongDim, ...): its own arguments plus `dim`."""
+
+    def constructor(m, node) -> Ctor:
+        args, kwargs = first(m)
+        return Ctor(func, args, (*kwargs, ("dim", m.dim, REQUIRED)))
+
+    return constructor
+
+
+for _cls, _first in (
+    (
+        modules.LinearAlongDim,
+        lambda m: (
+            (("in_features", m.in_features), ("out_features", m.out_features)),
+            (("bias", m.bias is not None, True),),
+        ),
+    ),
+    (
+        modules.LayerNormAlongDim,
+        lambda m: (
+            (("size", m.normalized_shape[0]),),
+            (
+                ("eps", m.eps, 1e-5),
+                ("elementwise_affine", m.elementwise_affine, True),
+                ("bias", m.bias is not None or not m.elementwise_affine, True),
+            ),
+        ),
+    ),
+    (
+        modules.GroupNormAlongDim,
+        lambda m: (
+            (("groups", m.num_groups), ("channels", m.num_channels)),
+            (("eps", m.eps, 1e-5), ("affine", m.affine, True)),
+        ),
+    ),
+):
+    register_codegen(
+        _cls, ModuleRule(constructor=_along_dim(_cls.__name__, _first), helpers=(_cls.__name__,))
+    )
+
+
+def _geometry(m, node) -> tuple[tuple[str, Any], ...]:
+    return (("spatial", tuple(m.spatial)), ("size", tuple(m.size)))
+
+
+register_codegen(
+    windows.WindowPartition,
+    ModuleRule(
+        constructor=lambda m, node: Ctor(
+            "WindowPartition", _geometry(m, node), (("grid", m.grid, False),)
+        ),
+        helpers=("WindowPartition",),
+    ),
+)
+register_codegen(
+    windows.WindowReverse,
+    ModuleRule(
+        constructor=lambda m, node: Ctor(
+            "WindowReverse", _geometry(m, node), (("grid", m.grid, False),)
+        ),
+        helpers=("WindowReverse",),
+    ),
+)
+register_codegen(
+    windows.ShiftedWindowMask,
+    ModuleRule(
+        constructor=lambda m, node: Ctor(
+            "ShiftedWindowMask", (*_geometry(m, node), ("shift", tuple(m.shift)))
+        ),
+        helpers=("ShiftedWindowMask", "WindowPartition"),
+    ),
+)
+register_codegen(
+    windows.MergePatches,
+    ModuleRule(
+        constructor=lambda m, node: Ctor(
+            "MergePatches", (("spatial", tuple(m.spatial)), ("size", m.size))
+        ),
+        helpers=("MergePatches",),
     ),
 )
 register_codegen(modules.LSTM, ModuleRule(constructor=_recurrent("LSTM"), helpers=("LSTM",)))
@@ -438,6 +529,14 @@ register_codegen(
 register_codegen(
     modules.Slice,
     ModuleRule(expression=lambda m, node, xs: Call(f"{xs[0]}.narrow", (m.dim, m.start, m.length))),
+)
+register_codegen(
+    windows.Roll,
+    ModuleRule(
+        expression=lambda m, node, xs: Call(
+            "torch.roll", (Code(xs[0]), _reduce_dims(m.shifts), _reduce_dims(m.dims))
+        )
+    ),
 )
 
 

@@ -15,7 +15,9 @@ Public API:
     make_loader(dataset, batch_size, train=)     the trainer's DataLoader
     build_optimizer(model, config), Schedule     optimizer and lr/momentum schedules
     save_checkpoint / load_checkpoint            crash-safe safetensors checkpoints
-    import_torchvision_weights                   `nnspec import-weights`
+    import_weights(spec, source, out)            `nnspec import-weights`: any state_dict file
+    match_weights(source, target, rules=)        which source tensor fills which spec tensor
+    read_state_dict(path)                        tensors of a .pth / checkpoint / .safetensors
     Distributed                                  this process's place in a torchrun job
     init_from_weights(model, source, strict=)    `--init-from`: load by spec id and shape
     ModelEma                                     `train.ema` (timm's ModelEmaV3 rule)
@@ -31,7 +33,8 @@ _EXPORTS = {
     "DataSplits": "data", "load_data": "data", "make_loader": "data",
     "build_optimizer": "optim", "Schedule": "schedules",
     "Checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
-    "import_torchvision_weights": "weights", "map_state_dict": "weights",
+    "import_weights": "weights", "import_torchvision_weights": "weights",
+    "match_weights": "weight_mapping", "read_state_dict": "state_dict_files",
     "Distributed": "distributed", "choose_run_dir": "run_dir", "resolve_device": "device",
     "init_from_weights": "finetune", "InitReport": "finetune", "ModelEma": "ema",
     "log_run_artifact": "tracking.session",

@@ -22,7 +22,7 @@ from torch import nn
 
 from nnspec.compiler.errors import DataError
 
-TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")  # .tar: timm's model_best.pth.tar
 LISTED = 6  # names shown per category before "... (N in all)"
 
 
@@ -132,10 +132,10 @@ def read_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], str]:
             f"--init-from {str(path)!r}: no such file or run directory\n    hint: give a "
             "W.safetensors file, a run directory, or a .pth state_dict",
         )
-    if path.suffix in TORCH_SUFFIXES:
-        from nnspec.runtime.train.weights import load_torchvision_state_dict
+    if path.suffix in TORCH_SUFFIXES:  # a state_dict, or a checkpoint wrapping one (timm's)
+        from nnspec.runtime.train.state_dict_files import read_state_dict
 
-        return _without_ddp_prefix(load_torchvision_state_dict(path)), str(path)
+        return read_state_dict(path).tensors, str(path)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -159,15 +159,6 @@ def _run_weights(run_dir: Path) -> tuple[dict[str, torch.Tensor], str]:
             "give the --out directory of an `nnspec train` run, or a weights file",
         )
     return load_checkpoint(checkpoints, name).weights, f"{run_dir} ({name} checkpoint)"
-
-
-def _without_ddp_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state_dict saved from a DistributedDataParallel wrapper has every key under
-    `module.`; torch's own loader drops it the same way."""
-    prefix = "module."
-    if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix) :]: v for k, v in state.items()}
-    return state
 
 
 def _listed(names: list[str]) -> str:

@@ -1,44 +1,32 @@
-"""Import torchvision weights: a torchvision state_dict renamed onto a zoo spec's module ids.
+"""`nnspec import-weights`: any PyTorch state_dict (torchvision, timm, a Lightning or DDP
+checkpoint, safetensors) onto any spec's module ids, saved as safetensors.
 
-Each zoo family has an explicit table of rules, one regular expression over torchvision's key
-and the spec key it becomes. The mapping is checked as a whole before anything is written:
-every torchvision tensor is used exactly once, every spec tensor is filled, shapes are equal.
-All problems are reported together. torchvision itself is not needed: only its file format.
+Tensors are matched by name after known renames (each torchvision family of the zoo and the
+examples has an explicit table of rules, one regular expression over torchvision's key and the
+spec key it becomes), then by structure (see weight_mapping.py). The mapping is checked as a
+whole before anything is written: every source tensor is used once, every spec tensor is
+filled, shapes are equal, nothing is guessed. All problems are reported together.
+torchvision and timm themselves are not needed: only their file formats.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from nnspec.compiler.errors import DataError, UsageError
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Rename torchvision keys that fully match `pattern` to `target`.
-
-    `target` is a `str.format` template over the pattern's named groups; `{name1}` is group
-    `name` plus one, because torchvision counts repeated modules from 0 and spec ids from 1.
-    """
-
-    pattern: str
-    target: str
-
-    def apply(self, key: str) -> str | None:
-        match = re.fullmatch(self.pattern, key)
-        if match is None:
-            return None
-        groups = match.groupdict()
-        shifted = {f"{k}1": str(int(v) + 1) for k, v in groups.items() if v and v.isdigit()}
-        return self.target.format(**groups, **shifted)
-
-
-MAX_LISTED = 20  # problems shown in an error; the count says how many there are
+from nnspec.runtime.train.state_dict_files import read_state_dict
+from nnspec.runtime.train.weight_mapping import (
+    Pair,
+    Rule,
+    WeightMapping,
+    match_weights,
+    strip_common_prefix,
+)
 
 _PARAM = r"(?P<p>weight|bias|running_mean|running_var|num_batches_tracked)"
 
@@ -133,6 +121,83 @@ _VIT = [
     Rule(r"heads\.head\.(?P<p>weight|bias)", "head.{p}"),
 ]
 
+
+
+def _swin_rules() -> list[Rule]:
+    """torchvision's SwinTransformer (V1 and V2): `features` holds the patch embedding, the
+    four stages (features.1, .3, .5, .7) and the patch merging between them (.2, .4, .6)."""
+    block = {
+        r"norm1\.(?P<p>weight|bias)": "attention.norm1.{p}",
+        r"attn\.qkv\.(?P<p>weight|bias)": "attention.attn.in_proj_{p}",
+        r"attn\.proj\.(?P<p>weight|bias)": "attention.attn.out_proj.{p}",
+        r"attn\.(?P<t>relative_position_bias_table|relative_position_index|logit_scale"
+        r"|relative_coords_table|cpb_mlp\.[02]\.weight|cpb_mlp\.0\.bias)":
+            "attention.attn.{t}",
+        r"norm2\.(?P<p>weight|bias)": "mlp.norm2.{p}",
+        r"mlp\.0\.(?P<p>weight|bias)": "mlp.fc1.{p}",
+        r"mlp\.3\.(?P<p>weight|bias)": "mlp.fc2.{p}",
+    }
+    rules = _renamed([("features.0.0", "patch_embed.proj"), ("features.0.2", "patch_embed.norm")])
+    for stage in range(1, 5):
+        rules += [Rule(rf"features\.{2 * stage - 1}\.(?P<b>\d+)\.{pattern}",
+                       f"stage{stage}.block{{b1}}.{target}") for pattern, target in block.items()]
+    for merge in range(1, 4):
+        rules.append(Rule(rf"features\.{2 * merge}\.(?P<m>reduction|norm)\.(?P<p>weight|bias)",
+                          f"merge{merge}.{{m}}.{{p}}"))
+    return rules
+
+
+def _maxvit_rules() -> list[Rule]:
+    """torchvision's MaxVit: `blocks.i.layers.j.layers` holds MBconv, window_attention and
+    grid_attention; the stem and classifier are Sequentials."""
+    layer = r"blocks\.(?P<s>\d)\.layers\.(?P<b>\d+)\.layers\."
+    spec = "stage{s1}.block{b1}."
+    attention = r"(?P<a>window|grid)_attention\."
+    inner = {
+        r"MBconv\.proj\.1\.": "mbconv.shortcut.proj.",
+        r"MBconv\.layers\.pre_norm\.": "mbconv.pre_norm.",
+        r"MBconv\.layers\.(?P<c>conv_[ab])\.0\.": "mbconv.{c}.conv.",
+        r"MBconv\.layers\.(?P<c>conv_[ab])\.1\.": "mbconv.{c}.bn.",
+        r"MBconv\.layers\.squeeze_excitation\.(?P<f>fc[12])\.":
+            "mbconv.squeeze_excitation.branch2.{f}.",
+        r"MBconv\.layers\.conv_c\.": "mbconv.conv_c.",
+        attention + r"attn_layer\.0\.": "{a}_attention.attention.norm.",
+        attention + r"attn_layer\.1\.merge\.": "{a}_attention.attention.attn.out_proj.",
+        attention + r"mlp_layer\.0\.": "{a}_attention.mlp.norm.",
+        attention + r"mlp_layer\.1\.": "{a}_attention.mlp.fc1.",
+        attention + r"mlp_layer\.3\.": "{a}_attention.mlp.fc2.",
+    }
+    rules = [Rule(layer + pattern + _PARAM, spec + target + "{p}")
+             for pattern, target in inner.items()]
+    rules += [
+        Rule(layer + attention + r"attn_layer\.1\.to_qkv\.(?P<p>weight|bias)",
+             spec + "{a}_attention.attention.attn.in_proj_{p}"),
+        Rule(layer + attention
+             + r"attn_layer\.1\.(?P<t>relative_position_bias_table|relative_position_index)",
+             spec + "{a}_attention.attention.attn.{t}"),
+        *_renamed([("stem.0.0", "stem.conv1.conv"), ("stem.0.1", "stem.conv1.bn"),
+                   ("stem.1.0", "stem.conv2"), ("classifier.2", "norm"),
+                   ("classifier.3", "pre_logits"), ("classifier.5", "head")]),
+    ]
+    return rules
+
+
+_TIMM_BLOCK = r"blocks\.(?P<i>\d+)"
+_TIMM_VIT = [  # timm's VisionTransformer (its safetensors files keep no order: names needed)
+    Rule(r"cls_token", "class_token.token"),
+    Rule(r"pos_embed", "encoder.pos_embedding.embedding"),
+    Rule(r"patch_embed\.proj\.(?P<p>weight|bias)", "conv_proj.proj.{p}"),
+    Rule(rf"{_TIMM_BLOCK}\.norm1\.(?P<p>weight|bias)", "encoder.layer{i1}.attention.ln_1.{p}"),
+    Rule(rf"{_TIMM_BLOCK}\.attn\.qkv\.(?P<p>weight|bias)",
+         "encoder.layer{i1}.attention.self_attention.in_proj_{p}"),
+    Rule(rf"{_TIMM_BLOCK}\.attn\.proj\.(?P<p>weight|bias)",
+         "encoder.layer{i1}.attention.self_attention.out_proj.{p}"),
+    Rule(rf"{_TIMM_BLOCK}\.norm2\.(?P<p>weight|bias)", "encoder.layer{i1}.mlp.ln_2.{p}"),
+    Rule(rf"{_TIMM_BLOCK}\.mlp\.(?P<f>fc[12])\.(?P<p>weight|bias)",
+         "encoder.layer{i1}.mlp.{f}.{p}"),
+    Rule(r"norm\.(?P<p>weight|bias)", "encoder.ln.{p}"),
+]
+
 # family -> (spec names it covers, its rules)
 FAMILIES: dict[str, tuple[str, list[Rule]]] = {
     "alexnet": (r"alexnet", _ALEXNET),
@@ -141,139 +206,58 @@ FAMILIES: dict[str, tuple[str, list[Rule]]] = {
     "googlenet": (r"googlenet", _GOOGLENET),
     "resnet": (r"resnet\d+", _RESNET),
     "vit": (r"vit_.+", _VIT),
+    "swin": (r"swin_(v2_)?[tsb]", _swin_rules()),
+    "maxvit": (r"maxvit_t", _maxvit_rules()),
+    "timm_vit": (r"(?!)", _TIMM_VIT),  # never chosen by name: --family timm_vit
 }
 
 
-def family_of(spec_name: str) -> str:
-    """The zoo family whose rules fit a spec name (`resnet50` -> `resnet`)."""
-    for family, (names, _) in FAMILIES.items():
-        if re.fullmatch(names, spec_name):
-            return family
-    raise UsageError(
-        f"no torchvision weight mapping for a spec named {spec_name!r}; "
-        f"known families: {', '.join(FAMILIES)}",
-    )
+def family_of(spec_name: str) -> str | None:
+    """The zoo family whose rules fit a spec name (`resnet50` -> `resnet`), or None."""
+    return next((f for f, (names, _) in FAMILIES.items() if re.fullmatch(names, spec_name)), None)
 
 
-def rename_keys(family: str, keys: Iterable[str]) -> tuple[dict[str, str], list[str]]:
-    """Map torchvision keys to spec keys with a family's rules.
-
-    Returns the mapping (torchvision key -> spec key) and the keys no rule matched.
-    """
+def rules_of(family: str | None) -> list[Rule]:
+    if family is None:
+        return []
     if family not in FAMILIES:
         raise UsageError(f"unknown weight family {family!r}; choose one of {', '.join(FAMILIES)}")
-    rules = FAMILIES[family][1]
-    mapping: dict[str, str] = {}
-    unmatched: list[str] = []
-    for key in keys:
-        target = next((t for t in (r.apply(key) for r in rules) if t is not None), None)
-        if target is None:
-            unmatched.append(key)
-        else:
-            mapping[key] = target
-    return mapping, unmatched
-
-
-def map_state_dict(
-    source: Mapping[str, torch.Tensor],
-    target_shapes: Mapping[str, tuple[int, ...]],
-    family: str,
-) -> dict[str, torch.Tensor]:
-    """Rename a torchvision state_dict onto spec keys, checking that it fits exactly.
-
-    Args:
-        source: torchvision's state_dict.
-        target_shapes: the spec model's state_dict keys and their shapes.
-        family: a key of `FAMILIES`.
-
-    Returns:
-        The tensors under spec keys, in the spec's key order.
-
-    Raises:
-        DataError: listing every torchvision tensor left over (no rule, or no such spec
-            tensor), every spec tensor left missing, every key used twice and every shape
-            that differs.
-    """
-    mapping, unmatched = rename_keys(family, source)
-    problems = [f"torchvision tensor {k!r} matches no {family} rule" for k in unmatched]
-    used: dict[str, str] = {}
-    for tv_key, spec_key in mapping.items():
-        if spec_key not in target_shapes:
-            problems.append(f"torchvision tensor {tv_key!r} maps to {spec_key!r}, not in the spec")
-        elif spec_key in used:
-            problems.append(f"{tv_key!r} and {used[spec_key]!r} both map to {spec_key!r}")
-        else:
-            used[spec_key] = tv_key
-            got, want = tuple(source[tv_key].shape), tuple(target_shapes[spec_key])
-            if got != want:
-                problems.append(
-                    f"{tv_key!r} has shape {list(got)}, spec {spec_key!r} has {list(want)}"
-                )
-    problems += [
-        f"spec tensor {k!r} has no torchvision source" for k in target_shapes if k not in used
-    ]
-    if problems:
-        shown = problems[:MAX_LISTED] + (
-            [f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else []
-        )
-        raise DataError(
-            f"the torchvision state_dict does not fit the spec ({len(problems)} problems):\n  "
-            + "\n  ".join(shown)
-            + "\n  hint: was it saved from the torchvision model of the same name and depth?",
-        )
-    return {k: source[used[k]] for k in target_shapes}
-
-
-def load_torchvision_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a torchvision `.pth` state_dict safely (`weights_only=True`, no code runs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        raise DataError(
-            f"{path}: cannot read it as a state_dict ({type(error).__name__}: {error})\n"
-            "    hint: only plain tensors load safely; save one with "
-            "torch.save(model.state_dict(), path)",
-        ) from error
-    if isinstance(data, Mapping) and not all(isinstance(v, torch.Tensor) for v in data.values()):
-        data = next(
-            (data[k] for k in ("state_dict", "model") if isinstance(data.get(k), Mapping)), data
-        )
-    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise DataError(
-            f"{path}: expected a state_dict (a mapping of names to tensors); "
-            "save one with torch.save(model.state_dict(), path)",
-        )
-    return dict(data)
+    return FAMILIES[family][1]
 
 
 @dataclass(frozen=True)
 class ImportResult:
-    """What `import_torchvision_weights` wrote."""
+    """What `import_weights` wrote, and how each tensor was found."""
 
     path: Path
-    family: str
+    family: str | None
     tensors: int
     parameters: int
     initialised_heads: tuple[str, ...] = ()  # training-only heads the source lacked
+    pairs: tuple[Pair, ...] = ()  # spec key <- source key, in the spec's order
+    recomputed: tuple[Pair, ...] = ()  # source buffers the spec rebuilds (checked equal)
+    excluded: tuple[str, ...] = ()  # spec keys left as the spec initialises them
+    entry: str = ""  # the checkpoint entry that held the weights ("" for a plain state_dict)
+    counts: dict[str, int] = field(default_factory=dict)  # how -> tensors
 
 
-def import_torchvision_weights(
-    spec, state_dict_path: str | Path, out_path: str | Path, family: str | None = None
-) -> ImportResult:
-    """Map a torchvision `.pth` state_dict onto `spec`'s module ids and save it as safetensors.
+def import_weights(spec, source_path: str | Path, out_path: str | Path,
+                   family: str | None = None, exclude: Iterable[str] = ()) -> ImportResult:
+    """Map a state_dict file onto `spec`'s module ids and save it as safetensors.
 
     Args:
-        spec: a loaded Spec (or anything `compile_graph` accepts) of a zoo family.
-        state_dict_path: the torchvision state_dict, read with `torch.load(weights_only=True)`.
+        spec: a loaded Spec (or anything `compile_graph` accepts).
+        source_path: a torch file (state_dict or a checkpoint holding one; read with
+            `weights_only=True`) or a safetensors file.
         out_path: the safetensors file to write; load it with `nnspec export --weights` or
             `nnspec.runtime.export.load_weights`.
-        family: the rules to use (a key of `FAMILIES`); default: chosen by the spec's name.
+        family: rename rules to use first (a key of `FAMILIES`); default: chosen by the spec's
+            name, none for other specs (names and structure only).
+        exclude: regular expressions; spec and source keys they match (re.search) take no
+            part: those spec tensors keep the spec's initialisation (a new classifier).
 
     Raises:
-        UsageError: no rules for the spec's name, or an unknown family.
+        UsageError: an unknown family or a bad pattern.
         DataError: the file is unreadable or does not fit the spec (every problem listed).
     """
     from safetensors.torch import save_file
@@ -284,36 +268,91 @@ def import_torchvision_weights(
     with torch.device("meta"):  # only names and shapes are needed: no memory, no init
         model = CompiledModel(graph)
     family = family or family_of(model.spec.name)
-    target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    source = load_torchvision_state_dict(state_dict_path)
-    absent = absent_heads(graph, target, rename_keys(family, source)[0].values())
-    main = {k: v for k, v in target.items() if _head_of(k, absent) is None}
-    tensors = map_state_dict(source, main, family)
-    if absent:  # pretrained checkpoints drop training-only heads (torchvision's GoogLeNet does)
+    rules = rules_of(family)
+    patterns = _patterns(exclude)
+    read = read_state_dict(source_path)
+    target = {k: v for k, v in model.state_dict().items() if not _excluded(k, patterns)}
+    source = {k: v for k, v in strip_common_prefix(read.tensors, target).items()
+              if not _excluded(k, patterns)}
+    heads = {k: h for k in target if (h := _head_of(k, graph.heads)) is not None}
+    mapping = match_weights(source, target, rules, family or "", recomputed_buffers(graph),
+                            optional=heads, ordered=read.ordered)
+    filled = {p.target for p in mapping.pairs}
+    absent = [h for h in graph.heads if not any(heads.get(k) == h for k in filled)]
+    mapping.problems += [f"spec tensor {k!r} of head {h!r} has no source" for k, h in heads.items()
+                         if h not in absent and k not in filled]
+    if mapping.problems:
+        raise DataError(_report(mapping, source_path))
+    tensors = {p.target: source[p.source] for p in mapping.pairs}
+    excluded = tuple(k for k in model.state_dict() if k not in target)
+    if absent or excluded:  # pretrained files drop training-only heads (GoogLeNet's aux)
         from nnspec.compiler.build import build_graph_model
 
         initialised = build_graph_model(graph).state_dict()
-        tensors = {k: tensors[k] if k in tensors else initialised[k] for k in target}
+        tensors.update({k: initialised[k] for k in (*excluded, *(k for k in heads
+                                                                   if heads[k] in absent))})
+    tensors = {k: tensors[k] for k in model.state_dict()}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "nnspec.spec": model.spec.name,
         "nnspec.spec_hash": model.spec.spec_hash,
-        "nnspec.imported_from": f"torchvision:{Path(state_dict_path).name}",
+        "nnspec.imported_from": Path(source_path).name,
     }
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_path), metadata=metadata)
-    parameters = sum(p.numel() for p in model.parameters())
-    return ImportResult(out_path, family, len(tensors), parameters, tuple(absent))
+    counts: dict[str, int] = {}
+    for pair in mapping.pairs:
+        counts[pair.how] = counts.get(pair.how, 0) + 1
+    return ImportResult(
+        out_path, family, len(tensors), sum(p.numel() for p in model.parameters()),
+        tuple(absent), tuple(mapping.pairs), tuple(mapping.recomputed), excluded, read.entry,
+        counts)
+
+
+#: the former name, from when only torchvision's zoo families were supported
+import_torchvision_weights = import_weights
+
+
+def recomputed_buffers(graph) -> dict[str, torch.Tensor]:
+    """The non-persistent buffers of the spec's layers, by key (built on the CPU: they are
+    computed from the spec's sizes, e.g. the relative position index of windowed attention)."""
+    from nnspec.compiler.layers import get_kind
+
+    out = {}
+    for node in graph.nodes:
+        kind = get_kind(node.kind)
+        with torch.device("meta"):
+            probe = kind.build(node.config, node.in_shapes)
+        names = [(module_name, name) for module_name, sub in probe.named_modules()
+                 for name in sub._non_persistent_buffers_set]
+        if not names:
+            continue
+        module = kind.build(node.config, node.in_shapes)
+        for module_name, name in names:
+            key = ".".join(filter(None, (node.id, module_name, name)))
+            out[key] = module.get_submodule(module_name).get_buffer(name)
+    return out
+
+
+def _patterns(exclude: Iterable[str]) -> list[re.Pattern]:
+    try:
+        return [re.compile(p) for p in exclude]
+    except re.error as error:
+        raise UsageError(f"--exclude: not a regular expression: {error}") from None
+
+
+def _excluded(key: str, patterns: list[re.Pattern]) -> bool:
+    return any(p.search(key) for p in patterns)
 
 
 def _head_of(key: str, heads: Iterable[str]) -> str | None:
     return next((h for h in heads if key.startswith(h + ".")), None)
 
 
-def absent_heads(graph, target: Mapping, mapped: Iterable[str]) -> list[str]:
-    """Training-only heads none of whose tensors the source provides (a partial head is not
-    absent: map_state_dict then reports what is missing)."""
-    mapped = set(mapped)
-    return [h for h in graph.heads
-            if not any(_head_of(k, [h]) for k in mapped)
-            and any(_head_of(k, [h]) for k in target)]
+def _report(mapping: WeightMapping, source_path) -> str:
+    problems = mapping.problems  # every one: each unmatched tensor is something to fix
+    return (f"{Path(source_path).name} does not fit the spec ({len(problems)} problems):\n  "
+            + "\n  ".join(problems)
+            + "\n  hint: was it saved from a model of the same design and size? Keys that "
+              "differ only in name match by structure when both models register their "
+              "tensors in the same order; --exclude leaves a part (a new head) as initialised")

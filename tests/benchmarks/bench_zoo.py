@@ -9,6 +9,7 @@ includes the same normalisation, so both do the same work.
 
     python tests/benchmarks/bench_zoo.py                     # resnet50 and vit_b_16, batch 1
     python tests/benchmarks/bench_zoo.py --models resnet18 --batch 8 --repeats 11 --threads 2
+    python tests/benchmarks/bench_zoo.py --models swin_t maxvit_t    # the windowed examples
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from torchvision import models as tv
 
 from nnspec.compiler import build_model
 
+#: models whose spec is an example rather than a zoo name
+EXAMPLES = {name: f"specs/examples/{name}.yaml" for name in ("swin_t", "swin_v2_t", "maxvit_t")}
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
@@ -68,7 +71,7 @@ def compared(model: str, what: str, times: dict[str, list[float]], goal: float) 
 
 
 def bench_step(name: str, batch: int, repeats: int, warmup: int) -> dict:
-    nnspec_model = build_model(name).train()
+    nnspec_model = build_model(EXAMPLES.get(name, name)).train()
     tv_model = tv.get_model(name).train()
     x = torch.rand(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     times = interleaved_times(
@@ -93,7 +96,7 @@ def bench_build(name: str, repeats: int) -> dict:
 
     times = interleaved_times(
         {
-            "nnspec": timed(lambda: build_model(name)),
+            "nnspec": timed(lambda: build_model(EXAMPLES.get(name, name))),
             "torchvision": timed(lambda: tv.get_model(name)),
         },
         repeats,

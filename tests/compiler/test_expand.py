@@ -296,3 +296,92 @@ def test_expressions_have_arithmetic_helpers(tmp_path):
         network: [squeeze]
     """))
     assert graph.output_shape == (8, 4, 4)  # int(20 * 0.25 + 4) // 8 * 8 = 8
+
+
+# ------------------------------------------------------------------ copy indices
+
+
+def test_repeat_copies_see_their_index_and_count(tmp_path):
+    graph = compile_graph(write_spec(tmp_path, """
+        input: {shape: [4]}
+        network:
+          - linear: {out: "${4 + index * count}"}
+            repeat: 3
+            id: fc
+          - linear: {out: "${100 + index + count}"}   # outside a repeat: copy 0 of 1
+            id: last
+    """))
+    assert [n.shape for n in graph.nodes] == [(4,), (7,), (10,), (101,)]
+
+
+def test_block_bodies_see_the_copy_and_the_network_wide_call_index(tmp_path):
+    graph = compile_graph(write_spec(tmp_path, """
+        input: {shape: [3]}
+        vars: {rate: 0.3, blocks: 4}
+        blocks:
+          unit:
+            args: {step: int}
+            layers:
+              - dropout: {p: "${rate * block_index / (blocks - 1)}"}
+              - linear: {out: "${10 * step + index}"}
+        network:
+          - sequence:
+              - unit: {step: "${index + 1}"}
+                repeat: 2
+                id: block
+            id: stage1
+          - sequence:
+              - unit: {step: 7}
+                repeat: 2
+                id: block
+            id: stage2
+    """))
+    drop = [n.config.p for n in graph.nodes if n.kind == "dropout"]
+    assert drop == pytest.approx([0.0, 0.1, 0.2, 0.3])   # one line, across both stages
+    widths = [n.shape[0] for n in graph.nodes if n.kind == "linear"]
+    assert widths == [10, 21, 70, 71]   # args per copy; `index` in the body too
+
+
+def test_a_nested_repeat_shadows_the_outer_index_and_args_win(tmp_path):
+    graph = compile_graph(write_spec(tmp_path, """
+        input: {shape: [3]}
+        blocks:
+          inner:
+            args: {index: int}
+            layers:
+              - linear: {out: "${100 + index}"}
+          outer:
+            layers:
+              - linear: {out: "${10 + index}"}
+                repeat: 2
+              - inner: {index: 5}
+              - linear: {out: "${20 + index}"}
+        network:
+          - outer:
+            repeat: 2
+    """))
+    widths = [n.shape[0] for n in graph.nodes]
+    assert widths == [10, 11, 105, 20, 10, 11, 105, 21]
+
+
+def test_make_divisible_equals_torchvisions_channel_rounding(tmp_path):
+    from torchvision.models._utils import _make_divisible
+
+    from nnspec.compiler.substitute import evaluate
+
+    cases = [(72 / 4, 8, None), (18, 8, None), (240 / 4, 8, None), (3.5, 8, None), (100, 16, None),
+             (27.9, 4, 16), (120 * 0.25, 8, None), (960 // 4, 8, None), (7, 3, 1)]
+    for value, divisor, minimum in cases:
+        got = evaluate("make_divisible(v, d, m)", {"v": value, "d": divisor, "m": minimum})
+        assert got == _make_divisible(value, divisor, minimum), (value, divisor, minimum)
+    assert evaluate("make_divisible(c // 4)", {"c": 72}) == 24  # MobileNetV3's 72 -> 24
+
+
+def test_make_divisible_refuses_a_bad_divisor(tmp_path):
+    path = write_spec(tmp_path, """
+        input: {shape: [3]}
+        network:
+          - linear: {out: "${make_divisible(10, 0)}"}
+    """)
+    with pytest.raises(SpecError, match="make_divisible needs a positive integer divisor"):
+        compile_graph(path)

@@ -11,6 +11,7 @@ from nnspec.compiler.layers import all_kinds
 IMG = {"shape": [4, 9, 9]}
 SEQ = {"shape": [6, 8]}      # (tokens, features)
 VEC = {"shape": [12]}
+MAP = {"shape": [4, 6, 8]}   # channels-last (H, W, C)
 SIG = {"shape": [3, 20]}     # (channels, length)
 
 CASES = [
@@ -54,6 +55,26 @@ CASES = [
     ("lstm", SEQ, [{"lstm": {"hidden": 5, "output": "last"}}]),
     ("gru", SEQ, [{"gru": {"hidden": 3, "bidirectional": True, "output": "last"}}]),
     ("self_attention", SEQ, [{"self_attention": {"heads": 2}}]),
+    ("self_attention", MAP, [{"window_partition": {"size": 2}},
+                             {"self_attention": {"heads": 2, "position_bias": {"window": 2},
+                                                 "scale": 0.3}}]),
+    ("self_attention", MAP, [{"window_partition": {"size": 2}},
+                             {"self_attention": {"heads": 2, "cosine": True,
+                                                 "position_bias": {"window": 2, "mlp": 8}}}]),
+    ("self_attention", MAP, [{"shifted_window_mask": {"size": 2, "shift": 1}, "id": "mask"},
+                             {"window_partition": {"size": 2}, "from": "input", "id": "windows"},
+                             {"self_attention": {"heads": 1}, "from": ["windows", "mask"]}]),
+    ("linear", MAP, [{"linear": {"out": 3, "dim": -1}}]),
+    ("linear", IMG, [{"linear": {"out": 3, "dim": 0}}]),
+    ("layernorm", IMG, [{"layernorm": {"dim": 0}}]),
+    ("groupnorm", MAP, [{"groupnorm": {"groups": 2, "dim": -1}}]),
+    ("roll", MAP, [{"roll": {"shifts": [-1, 2], "dims": [0, 1]}}]),
+    ("window_partition", MAP, [{"window_partition": {"size": [2, 3]}}]),
+    ("window_partition", MAP, [{"window_partition": {"size": 2, "grid": True}}]),
+    ("window_reverse", MAP, [{"window_partition": {"size": [2, 3], "grid": True}},
+                             {"window_reverse": {"size": [2, 3], "grid": True, "shape": [4, 6]}}]),
+    ("shifted_window_mask", MAP, [{"shifted_window_mask": {"size": 2, "shift": 1}}]),
+    ("merge_patches", {"shape": [5, 6, 4]}, ["merge_patches"]),
     ("patch_embed", {"shape": [3, 8, 8]}, [{"patch_embed": {"size": 4, "dim": 6}}]),
     ("class_token", SEQ, ["class_token"]),
     ("position_embedding", SEQ, ["position_embedding"]),
@@ -87,7 +108,14 @@ def test_every_registered_kind_is_covered():
 
 
 @pytest.mark.parametrize(("input_spec", "layer", "message"), [
-    (IMG, {"self_attention": {"heads": 2}}, "self_attention expects a per-sample shape of rank 2"),
+    (VEC, {"self_attention": {"heads": 2}}, "self_attention expects tokens .* rank 2 or more"),
+    (SEQ, {"self_attention": {"heads": 2, "position_bias": {"window": 3}}},
+     "window 3x3 has 9 tokens, the input has 6"),
+    (MAP, {"window_partition": {"size": 4}}, r"map \(4, 6\) is not divisible into windows"),
+    (MAP, {"shifted_window_mask": {"size": 2, "shift": 2}}, "must be smaller than the window"),
+    (IMG, {"linear": {"out": 2}}, "`dim: -1` for channels-last maps"),
+    (IMG, {"layernorm": {"dim": 0, "dims": 2}}, "not both"),
+    (SEQ, {"self_attention": {"heads": 2, "cosine": True, "scale": 0.5}}, "learns its scale"),
     (SEQ, {"self_attention": {"heads": 3}}, "dim 8 is not divisible by heads=3"),
     (IMG, {"patch_embed": {"size": 4, "dim": 8}}, "not divisible into 4x4 patches"),
     (IMG, {"conv": {"out": 6, "kernel": 3, "groups": 3}}, "groups=3 must divide"),

@@ -14,12 +14,12 @@ import torch
 from torchvision import models as tv  # a test dependency (pyproject [test])
 
 from nnspec.compiler import build_model, load_spec
-from nnspec.compiler.errors import DataError, UsageError
+from nnspec.compiler.errors import DataError
 from nnspec.compiler.load import render_template
 from nnspec.runtime.cli import main
 from nnspec.runtime.export.exporter import load_weights
 from nnspec.runtime.lab.zoo_reference import ZOO_MODELS, torchvision_figures
-from nnspec.runtime.train.weights import import_torchvision_weights, map_state_dict
+from nnspec.runtime.train.weights import import_weights
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -207,7 +207,7 @@ def test_imported_file_holds_spec_keys_and_torchvision_tensors(tmp_path):
 
     reference = tv.resnet18()
     torch.save(reference.state_dict(), tmp_path / "r18.pth")
-    result = import_torchvision_weights(
+    result = import_weights(
         spec_path("resnet18"), tmp_path / "r18.pth", tmp_path / "r18.safetensors"
     )
     written = load_file(str(result.path))
@@ -223,24 +223,25 @@ def test_import_weights_unwraps_a_training_checkpoint(tmp_path):
     torch.save({"model": reference.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pth")
     spec = load_spec(spec_path("vit_b_16"), overrides=SMALL_VIT_OVERRIDES)
     out = tmp_path / "vit.safetensors"
-    result = import_torchvision_weights(spec, tmp_path / "checkpoint.pth", out)
+    result = import_weights(spec, tmp_path / "checkpoint.pth", out)
     assert (result.family, result.tensors) == ("vit", len(reference.state_dict()))
     assert out.is_file()
 
 
-def test_mapping_lists_every_leftover_missing_and_misshapen_tensor():
+def test_mapping_lists_every_leftover_missing_and_misshapen_tensor(tmp_path):
     source = dict(tv.resnet18().state_dict())
-    target = {k: tuple(v.shape) for k, v in build_model(spec_path("resnet18")).state_dict().items()}
     source["extra.weight"] = torch.zeros(3)
     del source["layer1.0.conv1.weight"]
     source["fc.weight"] = torch.zeros(10, 512)
+    torch.save(source, tmp_path / "r18.pth")
     with pytest.raises(DataError) as error:
-        map_state_dict(source, target, "resnet")
+        import_weights(spec_path("resnet18"), tmp_path / "r18.pth", tmp_path / "x.safetensors")
     message = str(error.value)
-    assert "'extra.weight' matches no resnet rule" in message
-    assert "spec tensor 'layer1.block1.conv1.weight' has no torchvision source" in message
+    assert "source tensor 'extra.weight' [3] matches no resnet rule, name or structure" in message
+    assert "spec tensor 'layer1.block1.conv1.weight' [64, 64, 3, 3] has no source" in message
     assert "'fc.weight' has shape [10, 512], spec 'fc.weight' has [1000, 512]" in message
-    assert "3 problems" in message
+    assert "(3 problems)" in message
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_import_weights_refuses_another_models_state_dict(tmp_path, capsys):
@@ -275,11 +276,16 @@ def test_import_weights_refuses_pickled_code(tmp_path, capsys):
     assert "torch.save(model.state_dict(), path)" in capsys.readouterr().err
 
 
-def test_import_weights_needs_a_known_family(tmp_path):
+def test_import_weights_refuses_a_state_dict_of_another_design(tmp_path):
     torch.save(tv.resnet18().state_dict(), tmp_path / "r18.pth")
-    spec = {"nnspec": 1, "name": "mynet", "input": {"shape": [3, 8, 8]}, "network": ["flatten"]}
-    with pytest.raises(UsageError, match="known families: alexnet, vgg, vgg_bn"):
-        import_torchvision_weights(spec, tmp_path / "r18.pth", tmp_path / "out.safetensors")
+    spec = {"nnspec": 1, "name": "mynet", "input": {"shape": [3, 8, 8]},
+            "network": [{"conv": {"out": 4, "kernel": 3}}, "flatten"]}
+    with pytest.raises(DataError) as error:
+        import_weights(spec, tmp_path / "r18.pth", tmp_path / "out.safetensors")
+    message = str(error.value)
+    assert "'conv1.weight' has shape [64, 3, 7, 7], spec 'conv1.weight' has [4, 3, 3, 3]" in message
+    assert "spec tensor 'conv1.bias' [4] has no source" in message
+    assert "source tensor 'layer1.0.conv1.weight' [64, 64, 3, 3] matches no spec tensor" in message
 
 
 # ------------------------------------------------------------------------ full size (slow)

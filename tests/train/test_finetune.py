@@ -125,11 +125,11 @@ def test_freeze_patterns_are_checked_against_the_model():
 
 def test_import_weights_output_fine_tunes_into_a_new_head(tmp_path):
     tv = pytest.importorskip("torchvision")  # a test dependency; CI installs it
-    from nnspec.runtime.train.weights import import_torchvision_weights
+    from nnspec.runtime.train.weights import import_weights
 
     reference = tv.models.resnet18()
     torch.save(reference.state_dict(), tmp_path / "r18.pth")
-    imported = import_torchvision_weights(
+    imported = import_weights(
         load_spec("resnet18"), tmp_path / "r18.pth", tmp_path / "r18.safetensors"
     )
     model = build_model(load_spec("resnet18", overrides=["network[-1].linear.out=5"]))
