@@ -10,7 +10,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -53,19 +52,18 @@ def _curl_request(line: str) -> tuple[str, dict]:
 
 
 def _start_server(words: list[str], cwd: Path, env: dict) -> tuple[subprocess.Popen, str]:
-    command = [*words, "--port", "0"]
+    # free ports: the documented defaults (8000, 8001) may be taken on a test machine
+    command = [*words, "--port", "0", "--grpc-port", "0"]
     server = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = server.stdout.readline()
+    printed = []
+    for line in server.stdout:  # ends when the server exits
+        printed.append(line)
         found = re.search(r"on (http://[\d.]+:\d+)", line)
         if found:
             return server, found.group(1)
-        if not line and server.poll() is not None:
-            break
-    server.kill()
-    pytest.fail(f"`{shlex.join(command)}` did not start")
+    server.wait()
+    pytest.fail(f"`{shlex.join(command)}` exited {server.returncode}:\n{''.join(printed)}")
 
 
 @pytest.mark.slow
