@@ -1,4 +1,5 @@
-"""`nnspec check SPEC... [--onnx]`: validate specs; exit 0 when all are valid, 2 otherwise."""
+"""`nnspec check SPEC... [--onnx]`: validate specs (and that each network's output can serve
+its task); exit 0 when all are valid, 2 otherwise."""
 
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nnspec.compiler import compile_graph
+    from nnspec.compiler.task_check import output_task_problems
 
     failed = 0
     for source in args.specs:
         try:
             graph = compile_graph(spec_from_args(args, source))
+            problems = output_task_problems(graph)
+            if problems:
+                raise SpecError(problems)
             if args.onnx:
                 from nnspec.runtime.export.exporter import dry_run_export
 
@@ -33,5 +38,6 @@ def run(args: argparse.Namespace) -> int:
             continue
         shape = "x".join(map(str, graph.output_shape))
         extra = ", ONNX export ok" if args.onnx else ""
-        print(f"{source}: ok ({len(graph.nodes)} layers, output {shape}{extra})")
+        task = graph.spec.task.type
+        print(f"{source}: ok ({len(graph.nodes)} layers, output {shape}, {task}{extra})")
     return 2 if failed else 0

@@ -10,7 +10,8 @@ from nnspec.runtime.cli.arguments import add_spec_arguments, spec_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnspec.runtime.export.exporter import CHECKPOINTS, DEFAULT_OPSET
+    from nnspec.runtime.export.exporter import DEFAULT_OPSET
+    from nnspec.runtime.export.model_files import CHECKPOINTS
     from nnspec.runtime.export.triton_repo import DEFAULT_MAX_BATCH_SIZE
 
     parser.add_argument(
@@ -76,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnspec.runtime.export.exporter import build_for_export, export_onnx, locate_model_files
+    from nnspec.runtime.export.exporter import export_onnx
+    from nnspec.runtime.export.model_files import build_for_export, locate_model_files
 
     batch = _parse_batch(args.batch)
     files = locate_model_files(args.source, checkpoint=args.checkpoint, weights=args.weights)
@@ -102,12 +104,16 @@ def run(args: argparse.Namespace) -> int:
 
     served = result.path
     if args.quantize:
-        from nnspec.runtime.export.exporter import is_run_dir, model_normalization, sample_shape
+        from nnspec.runtime.export.exporter import model_normalization, sample_shape
+        from nnspec.runtime.export.model_files import is_run_dir
         from nnspec.runtime.export.quantize import export_int8, quantization_data
 
         run_source = _run_data_source(spec) if is_run_dir(args.source) else None
         data = quantization_data(
-            sample_shape(model), args.calibration_data or run_source, model_normalization(model)
+            sample_shape(model),
+            args.calibration_data or run_source,
+            model_normalization(model),
+            spec=spec,
         )
         served = result.path.with_suffix(".int8.onnx")
         print(f"  calibrating int8 on {len(data.calibration)} samples from {data.source}")

@@ -11,16 +11,19 @@ Public API:
     verify_parity(model, path, ...)          onnxruntime vs PyTorch on random inputs
     quantize_int8 / export_int8              static int8 quantisation with a parity report
     write_triton_repository(...)             a Triton/KServe model repository
-    labels_from_metadata(meta)               the nnspec.* metadata record's labels
+    read_model_record(props) -> ModelRecord  the nnspec.* metadata record (task, labels,
+                                             input contracts) that predict and serve read
+    locate_model_files(run_or_spec, ...)     a run directory's spec, weights, normalisation
     resolve_providers(name)                  onnxruntime execution providers for cpu/cuda/tensorrt
 """
 
 from nnspec.runtime.common.lazy import lazy_exports
 
 _EXPORTS = {
-    "export_onnx": "exporter", "ExportResult": "exporter", "build_for_export": "exporter",
-    "dry_run_export": "exporter", "is_run_dir": "exporter", "load_weights": "exporter",
-    "read_normalization": "exporter",
+    "export_onnx": "exporter", "ExportResult": "exporter", "build_for_export": "model_files",
+    "dry_run_export": "exporter", "is_run_dir": "model_files", "load_weights": "model_files",
+    "read_normalization": "model_files", "locate_model_files": "model_files",
+    "read_model_record": "metadata", "ModelRecord": "metadata",
     "fold_batchnorm": "fold_bn", "plan_batchnorm_folding": "fold_bn",
     "verify_parity": "verify", "check_onnx_file": "verify",
     "quantize_int8": "quantize", "export_int8": "quantize",

@@ -23,17 +23,16 @@ from torch import nn
 
 from nnspec.compiler.errors import ExportError, UsageError
 from nnspec.runtime.export.fold_bn import FoldPlan, fold_batchnorm, plan_batchnorm_folding
-from nnspec.runtime.export.metadata import LABELS
+from nnspec.runtime.export.metadata import INPUTS, LABELS, NORMALIZE, TASK
 from nnspec.runtime.export.verify import ParityReport, check_onnx_file, verify_parity
 
 DEFAULT_OPSET = 18
 # torch's dynamo exporter has no translations below 18 (it silently writes 18 instead).
 MIN_OPSET = 18
-OUTPUT_NAME = "logits"
+OUTPUT_NAME = "logits"  # the default of the spec's `output_name`
 BATCH_DIM = "batch"
 # ONNX's protobuf limit: beyond it weights must go to an external data file.
 SINGLE_FILE_LIMIT = 2 * 1024**3
-CHECKPOINTS = ("best", "last")
 # Per-sample rank -> layout of the batched input, for clients that build tensors.
 LAYOUTS = {1: "NC", 2: "NCL", 3: "NCHW", 4: "NCDHW"}
 # Ops that must not survive into an inference graph (BatchNormalization only when folding).
@@ -56,146 +55,25 @@ class ExportResult:
         return self.path.stat().st_size
 
 
-@dataclass(frozen=True)
-class RunFiles:
-    """Where the parts of a model come from: a spec, optional weights and normalisation."""
-
-    spec: str | Path
-    weights: Path | None
-    normalization: Path | None
-
-
-def is_run_dir(source: str | Path) -> bool:
-    """A training run directory holds the resolved `spec.yaml`."""
-    path = Path(source)
-    return path.is_dir() and (path / "spec.yaml").is_file()
-
-
-def locate_model_files(
-    source: str | Path, checkpoint: str = "best", weights: str | Path | None = None
-) -> RunFiles:
-    """Resolve a run directory or a bare spec into the files a model is built from.
-
-    A run directory gives its `spec.yaml`, `checkpoints/<checkpoint>.safetensors` and
-    `normalization.json`; `weights` replaces the checkpoint. A bare spec (path or zoo name)
-    gives itself and `weights`, if any.
-
-    Raises:
-        UsageError: unknown checkpoint name, or a weights file that does not exist.
-    """
-    if checkpoint not in CHECKPOINTS:
-        raise UsageError(
-            f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}"
-        )
-    chosen = Path(weights) if weights is not None else None
-    if chosen is not None and not chosen.is_file():
-        raise UsageError(f"weights file {str(chosen)!r} does not exist")
-    if not is_run_dir(source):
-        return RunFiles(spec=source, weights=chosen, normalization=None)
-    run = Path(source)
-    if chosen is None:
-        from nnspec.runtime.train.checkpoint import checkpoint_names, complete_checkpoint
-
-        chosen = run / "checkpoints" / f"{checkpoint}.safetensors"
-        present = checkpoint_names(run / "checkpoints")
-        if checkpoint in present:  # finish a save a crash interrupted, as training would
-            complete_checkpoint(run / "checkpoints", checkpoint)
-        if not chosen.is_file():
-            raise UsageError(
-                f"run {str(run)!r} has no {checkpoint!r} checkpoint ({chosen} is missing)\n"
-                f"    hint: checkpoints present: {', '.join(present) or 'none'}; "
-                "choose one with --checkpoint, or pass --weights"
-            )
-    normalization = run / "normalization.json"
-    return RunFiles(
-        spec=run / "spec.yaml",
-        weights=chosen,
-        normalization=normalization if normalization.is_file() else None,
-    )
-
-
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a safetensors state_dict into `model`, refusing any missing or extra tensor.
-
-    Raises:
-        UsageError: the file is unreadable or does not fit the model.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise UsageError(f"cannot read weights {str(path)!r}: {error}") from error
-    expected = model.state_dict()
-    problems = {
-        "missing": sorted(expected.keys() - state.keys()),
-        "unexpected": sorted(state.keys() - expected.keys()),
-        "wrong shape": [
-            f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
-            for k, v in state.items()
-            if k in expected and v.shape != expected[k].shape
-        ],
-    }
-    if any(problems.values()):
-        details = [
-            f"    {title}: "
-            + ", ".join(keys[:5])
-            + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
-            for title, keys in problems.items()
-            if keys
-        ]
-        raise UsageError(
-            f"weights {str(path)!r} do not fit the spec's model\n" + "\n".join(details)
-        )
-    model.load_state_dict(state)
-
-
-def read_normalization(path: str | Path) -> tuple[list[float], list[float]] | None:
-    """(mean, std) from a run's `normalization.json`, or None when it records none.
-
-    Raises:
-        UsageError: the file holds something else.
-    """
-    data = json.loads(Path(path).read_text())
-    # Training writes {"mean": null, "std": null, "source": "none"} for a spec without one.
-    if not data or data.get("mean") is None:
-        return None
-    try:
-        return [float(v) for v in data["mean"]], [float(v) for v in data["std"]]
-    except (KeyError, TypeError, ValueError) as error:
-        raise UsageError(
-            f"{path}: expected {{'mean': [...], 'std': [...]}}, got {json.dumps(data)[:200]}"
-        ) from error
-
-
-def build_for_export(spec, files: RunFiles) -> nn.Module:
-    """The CompiledModel of `spec` with the run's weights and normalisation, in eval mode."""
-    from nnspec.compiler import build_model
-
-    model = build_model(spec)
-    if files.weights is not None:
-        load_weights(model, files.weights)
-    if files.normalization is not None:
-        stats = read_normalization(files.normalization)
-        if stats is not None:
-            model.set_normalization(*stats)
-    return model.eval()
-
-
 def onnx_metadata(model: nn.Module) -> dict[str, str]:
     """The `nnspec.*` metadata_props an exported model carries (serve and predict read them)."""
     from nnspec.runtime.common.version import nnspec_version
+    from nnspec.runtime.train.tasks import make_task
 
     spec = model.spec
     stats = model_normalization(model)
     normalize = None if stats is None else {"mean": stats[0], "std": stats[1]}
+    task = make_task(spec, model.graph.output_shape)
+    contracts = {name: contract.model_dump(mode="json")
+                 for name, contract in spec.input_specs.items()}  # fmt: skip
     props = {
         "nnspec.spec_name": spec.name,
         "nnspec.spec_hash": spec.spec_hash,
         "nnspec.version": nnspec_version(),
-        "nnspec.normalize": json.dumps(normalize),
+        NORMALIZE: json.dumps(normalize),
         "nnspec.input_layout": _input_layout(model.graph),
+        TASK: json.dumps(task.metadata()),
+        INPUTS: json.dumps(contracts),
     }
     labels = getattr(spec, "labels", None)
     if labels:  # absent, not null, when unknown: readers expect a list whenever it is there
@@ -332,7 +210,7 @@ def _run_exporter(model: nn.Module, *, opset: int, batch: int | None, optimize: 
                 args,
                 dynamo=True,
                 input_names=list(graph.inputs),
-                output_names=[OUTPUT_NAME],
+                output_names=[getattr(model.spec, "output_name", OUTPUT_NAME)],
                 opset_version=opset,
                 dynamic_shapes=dynamic_shapes,
                 optimize=optimize,

@@ -8,7 +8,8 @@ Public API:
     serve_forever(settings)                  run it on uvicorn until SIGTERM (drains first)
     load_models(sources, ...)                onnxruntime sessions with their metadata
     DynamicBatcher                           Triton-style dynamic batching of requests
-    predict(model_path, inputs, ...)         offline inference (`nnspec predict`)
+    predict(session, info, samples, ...)     offline inference (`nnspec predict`), per task
+    task_outputs(record, output)             a task's outputs (label sets, masks) from raw output
 """
 
 from nnspec.runtime.common.lazy import lazy_exports
@@ -16,7 +17,7 @@ from nnspec.runtime.common.lazy import lazy_exports
 _EXPORTS = {
     "create_app": "app", "ServeSettings": "app", "serve_forever": "app",
     "load_models": "models", "ServedModel": "models", "DynamicBatcher": "batching",
-    "predict": "predict", "read_model_info": "predict",
+    "predict": "predict", "read_model_info": "predict", "task_outputs": "tasks",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

@@ -244,6 +244,9 @@ def create_app(models: dict[str, ServedModel], settings: ServeSettings) -> FastA
     async def _infer(model: ServedModel, request: Request) -> Response:
         body = await _read_body(request, settings.max_body_bytes)
         parsed = parse_infer_request(model, body, _header_length(request))
+        problem = model.input_problem(parsed.inputs)
+        if problem is not None:
+            raise ApiError(400, problem)
         try:
             results = await batchers[model.name].submit(parsed.inputs, parsed.rows)
         except QueueFull as error:

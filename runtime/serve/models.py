@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from nnspec.compiler.errors import ServeError
-from nnspec.runtime.export.metadata import labels_from_metadata
+from nnspec.runtime.export.metadata import ModelRecord, read_model_record
+from nnspec.runtime.serve.tasks import contract_problem, derived_outputs, image_input, task_outputs
 
 # onnxruntime's type strings -> KServe v2 datatype names.
 ONNX_DATATYPES: dict[str, str] = {
@@ -79,6 +80,10 @@ class ServedModel:
     # Rows one onnxruntime call may take; 1 means requests are never merged.
     max_batch_size: int = 1
     properties: dict[str, str] = field(default_factory=dict)
+    #: the task, labels and input contracts of the nnspec metadata (defaults without it)
+    record: ModelRecord = field(default_factory=ModelRecord)
+    #: outputs the server computes from the model's first output for its task (serve/tasks.py)
+    derived: tuple[str, ...] = ()
 
     @property
     def batchable(self) -> bool:
@@ -93,9 +98,30 @@ class ServedModel:
         return next((t for t in self.outputs if t.name == name), None)
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One onnxruntime call; returns every output by name. Thread-safe (onnxruntime is)."""
-        names = [t.name for t in self.outputs]
-        return dict(zip(names, self.session.run(names, feed), strict=True))
+        """One onnxruntime call; returns every output by name, the task's outputs included.
+        Thread-safe (onnxruntime is)."""
+        names = [t.name for t in self.outputs if t.name not in self.derived]
+        results = dict(zip(names, self.session.run(names, feed), strict=True))
+        if self.derived:
+            results.update(task_outputs(self.record, results[names[0]]))
+        return results
+
+    def input_problem(self, inputs: dict[str, np.ndarray]) -> str | None:
+        """Why these request inputs contradict the model's input contract, or None."""
+        for name, array in inputs.items():
+            problem = contract_problem(self.record, name, array)
+            if problem:
+                return problem
+        return None
+
+    def takes_images(self, name: str) -> bool:
+        """Whether input `name` accepts encoded image files (BYTES) for its tensor."""
+        contract = self.record.inputs.get(name)
+        return contract is not None and contract.is_image
+
+    def decode_images(self, name: str, encoded: list[bytes]) -> np.ndarray:
+        """Encoded images as a batch of input `name` (ValueError when one is unreadable)."""
+        return image_input(self.record, name, encoded)
 
     def metadata(self) -> dict:
         """The KServe v2 model metadata response."""
@@ -186,9 +212,9 @@ def _tensor_meta(node) -> TensorMeta:
     return TensorMeta(node.name, datatype, shape)
 
 
-def _labels_from_metadata(props: dict[str, str], where: Path) -> list[str] | None:
+def _record(props: dict[str, str], where: Path) -> ModelRecord:
     try:
-        return labels_from_metadata(props)
+        return read_model_record(props)
     except ValueError as error:
         raise ServeError(f"{where}: {error}") from error
 
@@ -225,15 +251,20 @@ def open_model(
     outputs = [_tensor_meta(node) for node in session.get_outputs()]
     props = dict(session.get_modelmeta().custom_metadata_map)
     config_batch, config_labels = read_triton_config(source.repository_dir)
+    record = _record(props, onnx_path)
+    derived = [TensorMeta(d.name, d.datatype, d.shape)
+               for d in derived_outputs(record, outputs[0].shape)] if outputs else []  # fmt: skip
     model = ServedModel(
         name=source.name,
         version=source.version,
         path=onnx_path,
         session=session,
         inputs=inputs,
-        outputs=outputs,
-        labels=_labels_from_metadata(props, onnx_path) or config_labels,
+        outputs=outputs + derived,
+        labels=record.labels or config_labels,
         properties=props,
+        record=record,
+        derived=tuple(d.name for d in derived),
     )
     limit = max_batch_size if config_batch is None else min(max_batch_size, config_batch)
     model.max_batch_size = max(1, limit) if model.batchable else 1

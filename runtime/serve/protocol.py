@@ -153,6 +153,8 @@ def _parse_input(model: ServedModel, entry: object, binary: memoryview, offset: 
     if meta is None:
         known = ", ".join(t.name for t in model.inputs)
         raise _bad(f"model {model.name!r} has no input {entry['name']!r}; its inputs: {known}")
+    if entry.get("datatype") == "BYTES" != meta.datatype and model.takes_images(meta.name):
+        return _parse_images(model, meta, entry, binary, offset)
     if entry.get("datatype") != meta.datatype:
         raise _bad(
             f"input {meta.name!r}: datatype {entry.get('datatype')!r} does not match the "
@@ -176,6 +178,41 @@ def _parse_input(model: ServedModel, entry: object, binary: memoryview, offset: 
         )
     raw = bytes(binary[offset : offset + size])
     return meta, _array_from_binary(meta, shape, raw), offset + size
+
+
+def _parse_images(model: ServedModel, meta: TensorMeta, entry: dict, binary: memoryview,
+                  offset: int):  # fmt: skip
+    """Encoded image files (BYTES, shape [N]: binary, or base64 strings in JSON) for an image
+    input, converted by the model's input contract into its tensor."""
+    import base64
+    import binascii
+
+    shape = entry.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int)
+            and not isinstance(shape[0], bool) and shape[0] >= 1):  # fmt: skip
+        raise _bad(f"input {meta.name!r}: images are sent as BYTES of shape [N], one encoded "
+                   "file (PNG, JPEG, ...) per row")  # fmt: skip
+    size = (entry.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= \
+                len(binary) - offset:
+            raise _bad(f"input {meta.name!r}: binary_data_size does not fit the body")
+        items = deserialize_bytes(bytes(binary[offset : offset + size]), f"input {meta.name!r}")
+        offset += size
+    else:
+        data = entry.get("data")
+        if not isinstance(data, list) or not all(isinstance(d, str) for d in data):
+            raise _bad(f"input {meta.name!r}: JSON images are a list of base64 strings")
+        try:
+            items = [base64.b64decode(d, validate=True) for d in data]
+        except (binascii.Error, ValueError) as error:
+            raise _bad(f"input {meta.name!r}: not base64 ({error})") from error
+    if len(items) != shape[0]:
+        raise _bad(f"input {meta.name!r}: shape [{shape[0]}] but {len(items)} images")
+    try:
+        return meta, model.decode_images(meta.name, items), offset
+    except ValueError as error:
+        raise _bad(str(error)) from error
 
 
 def _parse_outputs(model: ServedModel, payload: dict) -> list[RequestedOutput]:

@@ -10,8 +10,11 @@ Public API:
     TrainOptions                                 what the command line sets
     evaluate_run(run_dir, data=, split=, ...)    `nnspec eval`
     load_trained_model(run_dir, checkpoint=)     (model in eval mode, spec)
-    load_data(source, input_shape, ...)          DataSplits of a data source
+    load_data(source, inputs, task=, ...)        DataSplits of a data source (data/ package)
+    load_spec_data(spec, source)                 the same for a spec's inputs, task and labels
     make_loader(dataset, batch_size, train=)     the trainer's DataLoader
+    make_task(spec), Task, TASKS                 the spec's task: loss, targets, metrics
+    build_augmentation(entries, contract, ...)   train.augment on torchvision.transforms.v2
     build_optimizer(model, config), Schedule     optimizer and lr/momentum schedules
     save_checkpoint / load_checkpoint            crash-safe safetensors checkpoints
     import_torchvision_weights                   `nnspec import-weights`
@@ -21,9 +24,11 @@ Public API:
 from nnspec.runtime.common.lazy import lazy_exports
 
 _EXPORTS = {
-    "train": "trainer", "training_loss": "trainer", "TrainOptions": "options",
+    "train": "trainer", "training_loss": "loop", "EpochLoop": "loop", "TrainOptions": "options",
     "evaluate": "evaluate", "evaluate_run": "evaluate", "load_trained_model": "evaluate",
-    "DataSplits": "data", "load_data": "data", "make_loader": "data",
+    "DataSplits": "data", "DataRequest": "data", "load_data": "data", "load_spec_data": "data",
+    "make_loader": "data", "make_task": "tasks", "Task": "tasks", "TASKS": "tasks",
+    "build_augmentation": "augment",
     "build_optimizer": "optim", "Schedule": "schedules",
     "Checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "import_torchvision_weights": "weights", "map_state_dict": "weights",

@@ -1,16 +1,19 @@
 """`nnspec train`: a spec, its data and settings become a resumable run directory.
 
 The run directory holds `spec.yaml` (resolved: concrete normalisation, effective `train:`
-settings, class labels), `normalization.json`, `run.json` (spec hash and settings, for
-`--resume` and `nnspec eval`), `metrics.jsonl`, `tb/` (TensorBoard), `checkpoints/` (`last` and
-`best`, see checkpoint.py) and `final.json`.
+settings, class labels), `normalization.json`, `task.json` (the task's record and what it
+learnt from the data), `run.json` (spec hash and settings, for `--resume` and `nnspec eval`),
+`metrics.jsonl`, `tb/` (TensorBoard), `checkpoints/` (`last` and `best`, see checkpoint.py)
+and `final.json`. The task (runtime/train/tasks/) decides the loss, targets, metrics and which
+validation metric picks `best`; the epoch itself runs in loop.py.
 
 Under `torchrun` (RANK and WORLD_SIZE set) the same code runs DDP: one process per device, a
 distributed sampler, `--batch-size` per process, and only rank 0 writing files.
 
 Size: `_Run` is the training session; its steps (set-up, resume, epoch, end-of-epoch
 checkpoint, finish) share the run's state. Everything that does not need that state lives in
-its own module (options, run_dir, distributed, device, data, optim, schedules, checkpoint).
+its own module (options, run_dir, distributed, device, data, augment, tasks, loop, optim,
+schedules, checkpoint, records).
 """
 
 from __future__ import annotations
@@ -26,13 +29,9 @@ import torch
 import yaml
 from torch import nn
 
-from nnspec.compiler.errors import DataError, TrainingError, UsageError
-from nnspec.compiler.training_schema import (
-    LossConfig,
-    OptimizerConfig,
-    ScheduleConfig,
-    TrainConfig,
-)
+from nnspec.compiler.errors import TrainingError, UsageError
+from nnspec.compiler.training_schema import OptimizerConfig, ScheduleConfig, TrainConfig
+from nnspec.runtime.train.augment import augment_training_split
 from nnspec.runtime.train.checkpoint import (
     checkpoint_exists,
     load_checkpoint,
@@ -41,15 +40,26 @@ from nnspec.runtime.train.checkpoint import (
     write_json_atomic,
     write_text_atomic,
 )
-from nnspec.runtime.train.data import DataSplits, channel_stats, load_data, make_loader
-from nnspec.runtime.train.device import autocast_for, prepare_input, resolve_device
+from nnspec.runtime.train.data import (
+    DataSplits,
+    channel_stats,
+    load_spec_data,
+    make_loader,
+    undeclared_range_note,
+)
+from nnspec.runtime.train.device import resolve_device
 from nnspec.runtime.train.distributed import Distributed
-from nnspec.runtime.train.evaluate import evaluate, loss_function, spec_section
-from nnspec.runtime.train.optim import build_optimizer, momentum_of
+from nnspec.runtime.train.evaluate import TASK_FILE, evaluate, read_task_state, spec_section
+from nnspec.runtime.train.loop import EpochLoop, training_loss
+from nnspec.runtime.train.optim import build_optimizer
 from nnspec.runtime.train.options import TrainOptions
 from nnspec.runtime.train.progress import ProgressBar
+from nnspec.runtime.train.records import epoch_line, metric_text, tensorboard_tag
 from nnspec.runtime.train.run_dir import choose_run_dir, read_json, reconcile_metrics
 from nnspec.runtime.train.schedules import Schedule
+from nnspec.runtime.train.tasks import Task, make_task
+
+__all__ = ["FRESH_STATE", "TrainOptions", "train", "training_loss"]
 
 EVAL_BATCH_SIZE = 256
 # What a run's checkpoints carry as "state"; a new run starts from this.
@@ -57,7 +67,7 @@ FRESH_STATE = {
     "epoch": 0,
     "step": 0,
     "best_epoch": 0,
-    "best_val_accuracy": -1.0,
+    "best_val_score": None,  # the task's monitored validation metric; None: no epoch yet
     "best_val_loss": math.inf,
     "train_seconds": 0.0,
 }
@@ -108,7 +118,6 @@ class _Run:
         self.settings = TrainConfig.model_validate({**base, **options.setting_overrides()})
         self.optimizer_config = OptimizerConfig.model_validate(spec_section(spec.optimizer))
         self.schedule_config = ScheduleConfig.model_validate(spec_section(spec.schedule))
-        self.loss_fn = loss_function(LossConfig.model_validate(spec_section(spec.loss)))
         self.started = time.perf_counter()
         self.amp = self.settings.amp and device.type == "cuda"
         if self.settings.amp and not self.amp:
@@ -132,15 +141,21 @@ class _Run:
         from nnspec.compiler import build_model
 
         settings, ctx = self.settings, self.ctx
-        data = load_data(
-            settings.data, _input_shape(self.spec), settings.val_fraction, settings.test_fraction
-        )
         model = build_model(self.spec, seed=settings.seed)
-        _check_classes(model, data)
+        output_shape = model.graph.output_shape
+        self.task = task = make_task(self.spec, output_shape)
+        data = load_spec_data(self.spec, settings.data, settings, output_shape)
+        task.check_data(model.graph, data)
+        task_state = self._fit_task(task, data)
+        task.prepare_model(model)
         normalization = self._normalize(model, data)
+        note = undeclared_range_note(self.spec, data)
+        if note:
+            self.log(note)
+        mixer = augment_training_split(data, self.spec, settings, settings.seed)
         memory_format = torch.channels_last if settings.channels_last else torch.preserve_format
         model.to(self.device, memory_format=memory_format)
-        optimizer = build_optimizer(model, self.optimizer_config)
+        self.optimizer = optimizer = build_optimizer(model, self.optimizer_config)
         loader = make_loader(
             data.train,
             settings.batch_size,
@@ -162,26 +177,41 @@ class _Run:
         torch.manual_seed(settings.seed + ctx.rank)
         state = self._restore(model, optimizer, scaler) if self.options.resume else FRESH_STATE
         state = dict(state)
-        if ctx.is_main:
-            self._write_run_files(normalization, data)  # on resume: the settings may change
+        if state["best_val_score"] is None:
+            state["best_val_score"] = task.worst
+        if ctx.is_main:  # on resume: the settings may change
+            self._write_run_files(normalization, data, task, task_state)
         net = model
         if ctx.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if settings.compile:
             net = torch.compile(net)
+        loop = EpochLoop(net, model, optimizer, loader, schedule, scaler, task, settings,
+                         self.device, self.amp, ctx, mixer,
+                         ctx.is_main and _want_progress(self.options), self._checked_loss)  # fmt: skip
         writer = self._tensorboard()
         try:
             for epoch in range(state["epoch"], settings.epochs):
-                record = self._train_epoch(
-                    epoch, net, model, optimizer, loader, schedule, scaler, state
-                )
+                record = self._train_epoch(loop, epoch, state)
                 record.update(self._val_metrics(model, val_loader))
                 self._end_epoch(model, optimizer, scaler, state, record, writer)
         finally:
             if writer is not None:
                 writer.close()
         return self._finish(model, data, state)
+
+    def _train_epoch(self, loop: EpochLoop, epoch: int, state: dict) -> dict:
+        return loop.run(epoch, state)
+
+    def _fit_task(self, task: Task, data: DataSplits) -> dict:
+        """What the task learns from the training split (regression's target statistics),
+        or, when resuming, what it learnt when the run started."""
+        if self.options.resume:
+            state = read_task_state(self.run_dir)
+            task.restore(state)
+            return state
+        return task.fit(data)
 
     def _normalize(self, model, data: DataSplits) -> dict:
         normalize = self.spec.normalize
@@ -205,12 +235,16 @@ class _Run:
         if scaler is not None and checkpoint.info.get("grad_scaler"):
             scaler.load_state_dict(checkpoint.info["grad_scaler"])
         state = dict(checkpoint.info["state"])
+        if "best_val_accuracy" in state:  # a classification run from before tasks existed
+            state["best_val_score"] = state.pop("best_val_accuracy")
         if self.ctx.is_main:
             reconcile_metrics(self.run_dir, state["epoch"], checkpoint.info["metrics"])
         self.log(f"resuming {self.run_dir} after epoch {state['epoch']} (step {state['step']})")
         return state
 
-    def _write_run_files(self, normalization: dict, data: DataSplits) -> None:
+    def _write_run_files(
+        self, normalization: dict, data: DataSplits, task: Task, task_state: dict
+    ) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resolved = self.spec.to_data()
         if normalization["source"] == "auto":
@@ -223,6 +257,7 @@ class _Run:
         spec_path = self.run_dir / "spec.yaml"
         write_text_atomic(spec_path, yaml.safe_dump(resolved, sort_keys=False))
         write_json_atomic(self.run_dir / "normalization.json", normalization)
+        write_json_atomic(self.run_dir / TASK_FILE, {"task": task.metadata(), "state": task_state})
         write_json_atomic(
             self.run_dir / "run.json",
             {
@@ -230,6 +265,7 @@ class _Run:
                 "spec_source": str(self.spec.source),
                 "spec_hashes": [self.spec_hash, load_spec(spec_path).spec_hash],
                 "settings": self.settings.model_dump(mode="json"),
+                "task": task.name,
                 "data": {
                     "source": data.source,
                     "classes": data.num_classes,
@@ -249,66 +285,7 @@ class _Run:
             + (f" x {self.ctx.world_size} processes" if self.ctx.active else "")
         )
 
-    def _train_epoch(self, epoch, net, model, optimizer, loader, schedule, scaler, state) -> dict:
-        settings, ctx = self.settings, self.ctx
-        loader.sampler.set_epoch(epoch)
-        net.train()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, correct, count
-        heads = getattr(model, "head_loss_weights", {}) or {}
-        bar = ProgressBar(
-            len(loader),
-            f"epoch {epoch + 1}/{settings.epochs}",
-            ctx.is_main and _want_progress(self.options),
-        )
-        started = time.perf_counter()
-        for batch, (x, y) in enumerate(loader):
-            schedule.apply(optimizer, state["step"])
-            x = prepare_input(x, self.device, settings.channels_last)
-            y = y.to(self.device, non_blocking=True)
-            with autocast_for(self.device, self.amp, settings.amp_dtype):
-                output = net(x)
-            logits = output[0] if isinstance(output, tuple) else output
-            loss = training_loss(output, y, self.loss_fn, heads)
-            value = self._checked_loss(loss, epoch, batch, state, optimizer)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                self._clip(model)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                self._clip(model)
-                optimizer.step()
-            state["step"] += 1
-            sums += torch.stack(
-                [
-                    loss.detach().double() * len(y),
-                    (logits.argmax(1) == y).sum().double(),
-                    torch.tensor(float(len(y)), dtype=torch.float64, device=self.device),
-                ]
-            )
-            bar.update(1, f"loss {value:.4f}")
-        bar.close()
-        ctx.sync_buffers(model)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        seconds = time.perf_counter() - started
-        loss_sum, correct, count = ctx.sum(sums).tolist()
-        group = optimizer.param_groups[0]
-        return {
-            "epoch": epoch + 1,
-            "step": state["step"],
-            "train_loss": loss_sum / count,
-            "train_accuracy": correct / count,
-            "lr": group["lr"],
-            "momentum": momentum_of(group),
-            "images_per_second": count / seconds,
-            "epoch_seconds": seconds,
-        }
-
-    def _checked_loss(self, loss, epoch, batch, state, optimizer) -> float:
+    def _checked_loss(self, loss, epoch, batch, state) -> float:
         """The loss (mean over ranks) as a float; a TrainingError on every rank if any rank's
         is not finite."""
         value = loss.detach().float()
@@ -324,34 +301,33 @@ class _Run:
         raise TrainingError(
             f"the loss became {value} at step {state['step']} (epoch {epoch + 1}, batch "
             f"{batch + 1}); training stopped, {kept}\n    hint: lower optimizer.lr (it was "
-            f"{optimizer.param_groups[0]['lr']:.4g}), normalise the inputs (normalize: auto), "
+            f"{self.optimizer.param_groups[0]['lr']:.4g}), normalise the inputs (normalize: auto), "
             "or clip gradients (train.grad_clip)",
         )
-
-    def _clip(self, model) -> None:
-        if self.settings.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), self.settings.grad_clip)
 
     def _val_metrics(self, model, val_loader) -> dict:
         result = evaluate(
             model,
             val_loader,
             self.device,
-            self.loss_fn,
+            self.task,
             channels_last=self.settings.channels_last,
             amp=self.amp,
             amp_dtype=self.settings.amp_dtype,
         )
-        return {f"val_{k}": v for k, v in result.items() if k != "count"}
+        return {f"val_{k}": v for k, v in result.items() if k != "count" and
+                not isinstance(v, list)}
 
     def _end_epoch(self, model, optimizer, scaler, state, record, writer) -> None:
         state["epoch"] = record["epoch"]
         state["train_seconds"] += record["epoch_seconds"]
-        # Best by val accuracy; on a tie (small val sets saturate), by val loss.
-        score = (record["val_accuracy"], -record["val_loss"])
-        improved = score > (state["best_val_accuracy"], -state["best_val_loss"])
+        # Best by the task's monitored metric; on a tie (small val sets saturate), by val loss.
+        score, loss = record[f"val_{self.task.monitor}"], record["val_loss"]
+        improved = self.task.better(score, state["best_val_score"]) or (
+            score == state["best_val_score"] and loss < state["best_val_loss"]
+        )
         if improved:
-            state["best_val_accuracy"], state["best_val_loss"] = score[0], record["val_loss"]
+            state["best_val_score"], state["best_val_loss"] = score, loss
             state["best_epoch"] = state["epoch"]
         if self.ctx.is_main:
             info = {"state": dict(state), "metrics": record}
@@ -367,9 +343,9 @@ class _Run:
                 handle.write(json.dumps(record) + "\n")
             for key, value in record.items():
                 if key not in ("epoch", "step"):
-                    writer.add_scalar(_tensorboard_tag(key), value, record["epoch"])
+                    writer.add_scalar(tensorboard_tag(key), value, record["epoch"])
             writer.flush()
-        self.log(_epoch_line(record, self.settings.epochs))
+        self.log(epoch_line(record, self.settings.epochs, self.task))
 
     def _tensorboard(self):
         if not self.ctx.is_main:
@@ -389,15 +365,16 @@ class _Run:
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
         )
-        test = evaluate(model, test_loader, self.device, self.loss_fn)
+        test = evaluate(model, test_loader, self.device, self.task)
+        monitor = self.task.monitor
         final = {
-            "test_accuracy": test["accuracy"],
-            "test_loss": test["loss"],
-            **({"test_top5_accuracy": test["top5_accuracy"]} if "top5_accuracy" in test else {}),
+            **{f"test_{k}": v for k, v in test.items() if k != "count"},
             "test_count": test["count"],
             "checkpoint": "best",
+            "task": self.task.name,
+            "monitor": f"val_{monitor}",
             "best_epoch": state["best_epoch"],
-            "best_val_accuracy": state["best_val_accuracy"],
+            f"best_val_{monitor}": state["best_val_score"],
             "epochs": state["epoch"],
             "steps": state["step"],
             "train_seconds": state["train_seconds"],
@@ -408,65 +385,11 @@ class _Run:
         if self.ctx.is_main:
             write_json_atomic(self.run_dir / "final.json", final)
         self.log(
-            f"test accuracy {100 * final['test_accuracy']:.2f}% (best epoch "
-            f"{final['best_epoch']}, {final['train_seconds']:.1f}s training); run in {self.run_dir}"
+            f"test {metric_text(test)} (best epoch {final['best_epoch']}, "
+            f"{final['train_seconds']:.1f}s training); run in {self.run_dir}"
         )
         return final
 
 
-def training_loss(
-    output, target: torch.Tensor, loss_fn: nn.Module, head_weights: dict
-) -> torch.Tensor:
-    """The loss of a model's training-mode output: `logits`, or `(logits, {head: logits})`
-    for a spec with training-only heads, whose losses add with their weights."""
-    logits, heads = output if isinstance(output, tuple) else (output, {})
-    loss = loss_fn(logits.float(), target)
-    for head, head_logits in heads.items():
-        loss = loss + head_weights[head] * loss_fn(head_logits.float(), target)
-    return loss
-
-
-def _input_shape(spec) -> tuple[int, ...]:
-    if getattr(spec, "input", None) is None:
-        raise UsageError(
-            "nnspec train feeds one input; this spec declares several (inputs:)\n    hint: "
-            "train it from Python with your own loop",
-        )
-    return tuple(spec.input.shape)
-
-
-def _check_classes(model, data: DataSplits) -> None:
-    shape = tuple(model.graph.node(model.graph.output).shape)
-    if len(shape) != 1:
-        raise UsageError(
-            f"nnspec train trains classifiers: the output must be [classes], got {list(shape)}",
-        )
-    if shape[0] < data.num_classes:
-        raise DataError(
-            f"data {data.source!r} has {data.num_classes} classes but the model outputs "
-            f"{shape[0]}\n    hint: set the last layer's out to {data.num_classes}, e.g. "
-            f"--set network[-1].linear.out={data.num_classes}",
-        )
-
-
-def _tensorboard_tag(key: str) -> str:
-    """`train_loss` -> `train/loss`, `lr` -> `optimizer/lr`, `epoch_seconds` -> `speed/...`."""
-    for prefix in ("train_", "val_"):
-        if key.startswith(prefix):
-            return f"{prefix[:-1]}/{key[len(prefix) :]}"
-    if key in ("lr", "momentum"):
-        return f"optimizer/{key}"
-    return f"speed/{key}"
-
-
 def _want_progress(options: TrainOptions) -> bool:
     return ProgressBar.wanted(sys.stderr) if options.progress is None else options.progress
-
-
-def _epoch_line(record: dict, epochs: int) -> str:
-    return (
-        f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f} "
-        f"acc {100 * record['train_accuracy']:.2f}%  val loss {record['val_loss']:.4f} "
-        f"acc {100 * record['val_accuracy']:.2f}%  lr {record['lr']:.4g}  "
-        f"{record['images_per_second']:.0f} img/s  {record['epoch_seconds']:.1f}s"
-    )

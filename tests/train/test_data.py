@@ -54,7 +54,7 @@ def test_npz_source_with_and_without_a_test_split(tmp_path):
 
 def test_npz_without_y_is_a_data_error(tmp_path):
     np.savez(tmp_path / "bad.npz", x=np.zeros((3, 2)))
-    with pytest.raises(DataError, match="'x' and 'y'"):
+    with pytest.raises(DataError, match="must hold the targets as an array 'y'"):
         load_data(str(tmp_path / "bad.npz"), (2,))
 
 
@@ -90,7 +90,7 @@ def test_synthetic_source_options():
     assert len(splits.train) + len(splits.val) + len(splits.test) == 60
     default_shape = load_data("synthetic", (5,))
     assert default_shape.sample_shape == (5,) and default_shape.num_classes == 10
-    with pytest.raises(DataError, match="unknown synthetic option"):
+    with pytest.raises(DataError, match="unknown option"):
         load_data("synthetic:colour=red", (5,))
 
 
