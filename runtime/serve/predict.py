@@ -179,8 +179,9 @@ def load_inputs(paths: list[str], info: ModelInfo) -> list[Sample]:
         for input_name, array in feed.items():
             problem = contract_problem(info.record, input_name, array)
             if problem:
-                raise DataError(f"{name}: {problem}\n    hint: bring the data into the range "
-                                "the model was trained on (see `nnspec export` metadata)")
+                raise DataError(f"{name}: {problem}\n    hint: arrays are fed as they are: "
+                                "scale them into the model's range, or give image files, "
+                                "which predict converts into it")
     return samples
 
 
