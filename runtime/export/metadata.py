@@ -68,6 +68,12 @@ def read_model_record(props: dict[str, str]) -> ModelRecord:
     task = _json(props, TASK) or {"type": "classification"}
     if not isinstance(task, dict) or task.get("type") not in TASK_TYPES:
         raise ValueError(f"metadata {TASK} should be a JSON object with a type in {TASK_TYPES}")
+    thresholds = task.get("thresholds")
+    if thresholds is not None and not (
+        isinstance(thresholds, list)
+        and all(isinstance(t, int | float) and not isinstance(t, bool) for t in thresholds)
+    ):
+        raise ValueError(f"metadata {TASK} thresholds should be a list of numbers")
     raw_inputs = _json(props, INPUTS) or {}
     if not isinstance(raw_inputs, dict):
         raise ValueError(f"metadata {INPUTS} should be a JSON object of input contracts")

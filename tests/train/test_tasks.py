@@ -219,3 +219,16 @@ def test_check_refuses_an_output_that_cannot_serve_the_task(tmp_path, capsys):
     assert main(["check", "examples/tiny_unet", "examples/shape_area"]) == 0
     out = capsys.readouterr().out
     assert "output 3x32x32, segmentation" in out and "output 3, regression" in out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("amp_dtype", ["bfloat16", "float16"])
+def test_segmentation_and_multilabel_train_under_cuda_amp(tmp_path, amp_dtype):
+    for name in ("tiny_unet", "shapes_multilabel"):
+        spec = load_spec(EXAMPLES / f"{name}.yaml", overrides=[f"train.amp_dtype={amp_dtype}"])
+        options = TrainOptions(out=tmp_path / name, epochs=2, progress=False, device="cuda",
+                               amp=True, channels_last=True)  # fmt: skip
+        final = train(spec, options, _quiet)
+        assert final["device"].startswith("cuda")
+        monitor = final["monitor"].replace("val_", "test_")
+        assert np.isfinite(final[monitor]) and final[monitor] > 0.3
