@@ -325,7 +325,7 @@ class _Run:
         score, loss = record[f"val_{self.task.monitor}"], record["val_loss"]
         improved = self.task.better(score, state["best_val_score"]) or (
             score == state["best_val_score"] and loss < state["best_val_loss"]
-        )
+        ) or math.isnan(score)  # no validation figure (an empty split): the last epoch is best
         if improved:
             state["best_val_score"], state["best_val_loss"] = score, loss
             state["best_epoch"] = state["epoch"]

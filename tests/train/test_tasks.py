@@ -232,3 +232,12 @@ def test_segmentation_and_multilabel_train_under_cuda_amp(tmp_path, amp_dtype):
         assert final["device"].startswith("cuda")
         monitor = final["monitor"].replace("val_", "test_")
         assert np.isfinite(final[monitor]) and final[monitor] > 0.3
+
+
+def test_without_a_validation_split_the_last_epoch_is_best(tmp_path):
+    spec = load_spec({"nnspec": 1, "name": "noval", "input": {"shape": [1, 8, 8], "range": [0, 16]},
+                      "network": ["flatten", {"linear": {"out": 10}}],
+                      "train": {"epochs": 2, "batch_size": 256, "val_fraction": 0.0}})  # fmt: skip
+    final = train(spec, TrainOptions(out=tmp_path / "run", progress=False, device="cpu"), _quiet)
+    assert final["best_epoch"] == 2 and final["test_count"] == 359
+    assert final["test_accuracy"] > 0.5
