@@ -3,6 +3,9 @@
     from nnspec.compiler import load_spec, build_model
     model = build_model("specs/digits_cnn.yaml", overrides=["network[0].conv.out=16"])
 
+`estimate_footprint(graph)` and `footprint_problems(footprint, max_params, max_memory)` are the
+memory estimate and budget `nnspec check` applies.
+
 Names are imported lazily (PEP 562), so `nnspec.compiler.errors` and the CLI start without
 importing torch; commands that never build a model (serve, predict) stay quick to start.
 """
@@ -18,6 +21,7 @@ _EXPORTS = {
     "ServeError": "errors", "SpecError": "errors", "TrainingError": "errors",
     "UsageError": "errors",
     "expand": "expand", "Graph": "graph", "Node": "graph",
+    "estimate_footprint": "footprint", "footprint_problems": "footprint",
     "LayerConfig": "layers", "LayerKind": "layers", "ShapeError": "layers",
     "register_layer": "layers",
     "load_plugins": "plugins", "Spec": "schema", "load_spec": "spec", "zoo_names": "spec",

@@ -14,7 +14,7 @@ from torch import nn
 
 from nnspec.compiler import modules
 from nnspec.compiler.errors import Problem, SpecError
-from nnspec.compiler.graph import Graph
+from nnspec.compiler.graph import Graph, Node
 from nnspec.compiler.layers import get_kind
 from nnspec.compiler.schema import NormalizeSpec
 
@@ -50,7 +50,7 @@ class CompiledModel(nn.Module):
         self.output_standardization: nn.Module | None = None
         inplace = _inplace_safe(graph)
         for node in graph.nodes:
-            module = get_kind(node.kind).build(node.config, node.in_shapes)
+            module = build_node_module(node)
             if node.id in inplace:
                 module.inplace = True
             _attach(self, node.id, module, node)
@@ -146,6 +146,22 @@ def _inplace_safe(graph: Graph) -> set[str]:
     return safe
 
 
+def build_node_module(node: Node) -> nn.Module:
+    """The module of one node, on the current default device.
+
+    Raises:
+        SpecError: torch could not build or allocate it (located at the node).
+    """
+    try:
+        return get_kind(node.kind).build(node.config, node.in_shapes)
+    except (RuntimeError, MemoryError, ValueError, OverflowError) as e:
+        # torch's "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecError(Problem(
+            f"cannot build this {node.kind} layer: {reason}", path=node.path, mark=node.mark,
+            hint="`nnspec check` estimates the memory a spec needs (see --max-memory)")) from None
+
+
 def _attach(root: nn.Module, dotted: str, module: nn.Module, node) -> None:
     parts = dotted.split(".")
     parent = root
@@ -169,8 +185,14 @@ def _check_name(part: str, node) -> None:
 
 def build_graph_model(graph: Graph, seed: int | None = None) -> CompiledModel:
     """Build and initialise a model for `graph`, deterministically for a given seed."""
+    from nnspec.compiler.footprint import estimate_footprint, physical_memory, unallocatable_problem
     from nnspec.compiler.init import initialize
 
+    # Refused before anything is allocated: torch would fail, or succeed lazily and leave the
+    # OOM killer to end the process while init writes the weights.
+    problem = unallocatable_problem(estimate_footprint(graph), physical_memory())
+    if problem is not None:
+        raise SpecError(problem)
     spec = graph.spec
     if seed is None:
         seed = spec.init.seed if spec is not None and spec.init.seed is not None else 0

@@ -11,13 +11,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Mark:
-    """A place in a source file (1-based line and column)."""
+    """A place in a source file (1-based line and column; line 0 names a whole source, such
+    as one `--set` argument)."""
 
     file: str
     line: int
     column: int
 
     def __str__(self) -> str:
+        if self.line <= 0:
+            return self.file
         return f"{self.file}:{self.line}:{self.column}"
 
 
@@ -49,20 +52,31 @@ class NnspecError(Exception):
 
 
 class SpecError(NnspecError):
-    """A spec (or an override of it) is invalid. Holds every problem found, not only the first."""
+    """A spec (or an override of it) is invalid. Holds every problem found, not only the first.
 
-    def __init__(self, problems: list[Problem] | Problem | str):
+    `follow_on` counts the problems left out because they follow from those reported (a block
+    that fails at every call, the layers after one whose shape is unknown).
+    """
+
+    def __init__(self, problems: list[Problem] | Problem | str, follow_on: int = 0):
         if isinstance(problems, str):
             problems = [Problem(problems)]
         elif isinstance(problems, Problem):
             problems = [problems]
         self.problems = list(problems)
+        self.follow_on = follow_on
         super().__init__(self._render())
 
     def _render(self) -> str:
         lines = [str(p) for p in self.problems]
+        them = "it" if len(lines) == 1 else "them"
+        more = self.follow_on
+        follow = f"{more} problem{'s' if more != 1 else ''} that follow{'s' if more == 1 else ''}"
         if len(lines) > 1:
-            lines.append(f"{len(lines)} problems found")
+            lines.append(f"{len(lines)} problems found" + (f", and {follow} from {them}"
+                                                            if more else ""))
+        elif more:
+            lines.append(f"and {follow} from {them}")
         return "\n".join(lines)
 
 

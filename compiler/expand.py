@@ -4,7 +4,10 @@ shape-checked graph of layer nodes with unique dotted ids.
 Shapes are inferred node by node as the graph is built (see `shapes.py`), because some structure
 depends on them: `shortcut: auto` is the identity only when the body keeps the input's shape.
 Problems are collected, not raised one at a time; a node that fails gets an unknown shape so the
-nodes after it are still checked without a cascade of follow-on errors.
+nodes after it are still checked without a cascade of follow-on errors: what a block computes
+from an unknown shape is `UNKNOWN` (compiler/unknown.py), and a node that needs it, like a
+problem already reported from another call of the same block, is counted ("and 46 problems
+that follow from it"), not reported again.
 
 Size: one recursive walk (the Expander) over every node form of the language - layers, sequences,
 residuals, branches, block calls, repeat, when - sharing the context of the node being expanded;
@@ -23,10 +26,12 @@ from nnspec.compiler.errors import Problem, SpecError
 from nnspec.compiler.graph import Graph, Head, InputNode, Node, Residual, Scope, Shape
 from nnspec.compiler.layers import get_kind, kind_names
 from nnspec.compiler.load import PathKey, format_path
+from nnspec.compiler.magnitude import layer_magnitude_problems, shape_problem
 from nnspec.compiler.schema import NodeInit, Spec
 from nnspec.compiler.shapes import infer_node
-from nnspec.compiler.substitute import SubstitutionError, substitute
+from nnspec.compiler.substitute import FollowOnError, SubstitutionError, substitute
 from nnspec.compiler.suggest import did_you_mean
+from nnspec.compiler.unknown import UNKNOWN, contains_unknown
 from nnspec.compiler.validation import problems_from_validation
 
 MAX_REPEAT = 10_000
@@ -76,32 +81,66 @@ class Expander:
         self.taken: set[str] = set(self.inputs)
         self.leaves: set[str] = set()  # ids of layer nodes
         self.scope_ids: set[str] = set()  # every proper dotted prefix of a taken id
+        self.reported: set[tuple] = set()  # (message, path, mark) of each problem reported
+        self.follow_ons = 0  # problems not reported: they follow from an earlier one
 
     # ------------------------------------------------------------------ problems
     def problem(self, message: str, path: PathKey, ctx: _Ctx | None = None, hint: str = "") -> None:
-        self.problems.append(Problem(
+        self.add_problems([Problem(
             message, path=format_path(path), mark=self.source.mark(path) if self.source else None,
             hint=hint, context=ctx.context if ctx else "",
-        ))
+        )])
+
+    def add_problems(self, problems: list[Problem]) -> None:
+        """Record problems; one already reported at the same place (the same line of a block
+        called again) is counted as following from it."""
+        for problem in problems:
+            key = (problem.message, problem.path, problem.mark)
+            if key in self.reported:
+                self.follow_ons += 1
+            else:
+                self.reported.add(key)
+                self.problems.append(problem)
 
     def fail(self, message: str, path: PathKey, ctx: _Ctx | None = None, hint: str = ""):
         self.problem(message, path, ctx, hint)
         raise _NodeFailed
 
+    def follow_on(self):
+        """Abort a node whose problem follows from an earlier one: counted, not reported."""
+        self.follow_ons += 1
+        raise _NodeFailed
+
+    def error(self) -> SpecError:
+        return SpecError(self.problems, follow_on=self.follow_ons)
+
     def subst(self, value: Any, ctx: _Ctx, path: PathKey) -> Any:
         try:
-            return substitute(value, ctx.env)
+            value = substitute(value, ctx.env)
+        except FollowOnError:
+            self.follow_on()
         except SubstitutionError as e:
             self.fail(str(e), path, ctx, e.hint)
+        if contains_unknown(value):
+            self.follow_on()
+        return value
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> Graph:
+        from nnspec.compiler.budget import budget
+
+        with budget():  # every expression of the spec draws on one budget
+            return self._run()
+
+    def _run(self) -> Graph:
         spec = self.spec
         env = {}
-        try:
-            env = substitute(spec.vars, {})
-        except SubstitutionError as e:
-            self.problem(str(e), ("vars",), hint=e.hint)
+        for name, value in spec.vars.items():
+            try:
+                env[name] = substitute(value, {})
+            except SubstitutionError as e:
+                self.problem(str(e), ("vars", name), hint=e.hint)
+                env[name] = UNKNOWN  # its uses follow from this problem
         root = _Ctx(prefix="", scopes=[], env=env)
         first_input = next(iter(self.inputs))
         out = self.expand_sequence(spec.network, ("network",), root, first_input)
@@ -126,7 +165,7 @@ class Expander:
             except _NodeFailed:
                 pass
         if self.problems:
-            raise SpecError(self.problems)
+            raise self.error()
         return Graph(name=spec.name, inputs=self.inputs, nodes=self.nodes, output=out,
                      heads=heads, residuals=self.residuals, spec=spec)
 
@@ -140,6 +179,9 @@ class Expander:
                 x = self.expand_item(item, path + (i,), ctx, x)
             except _NodeFailed:
                 x = self.unknown(ctx)
+                local = item.get("id") if isinstance(item, dict) else None
+                if isinstance(local, str) and _valid_id(local) and local not in ctx.names:
+                    ctx.names[local] = x  # `from: <its id>` finds an unknown shape, not a typo
         return x
 
     def unknown(self, ctx: _Ctx) -> str:
@@ -309,7 +351,7 @@ class Expander:
         if len(self.nodes) >= MAX_NODES:  # stop at once: a hostile spec must not run on
             self.problem(f"the network expands to more than {MAX_NODES} layers", path, ctx,
                          hint="check `repeat` counts")
-            raise SpecError(self.problems)
+            raise self.error()
         self.claim(full, path, ctx, leaf=True)
         layer = get_kind(kind)
         kpath = path + (kind,)
@@ -327,19 +369,25 @@ class Expander:
 
             config = layer_adapter().validate_python({"type": kind, **params})
         except ValidationError as e:
-            self.problems.extend(problems_from_validation(
+            self.add_problems(problems_from_validation(
                 e, params, kpath, self.source, model=layer.Config, context=ctx.context,
                 strip_first=True))
+        if config is not None:
+            for loc, message, hint in layer_magnitude_problems(config):
+                self.problem(message, kpath + loc, ctx, hint)
+                config = None
         in_shapes = [self.shapes.get(i) for i in inputs]
         shape = None
         if config is not None and all(s is not None for s in in_shapes):
             dtypes = {self.inputs[i].dtype for i in inputs if i in self.inputs}
             shape, problem = infer_node(layer, config, in_shapes, dtypes)
+            if shape is not None and shape_problem(shape):
+                shape, problem = None, (shape_problem(shape), "")
             if problem:
                 message, hint = problem
-                self.problems.append(Problem(  # the layer's path, the node's line
+                self.add_problems([Problem(  # the layer's path, the node's line
                     message, path=format_path(kpath), hint=hint, context=ctx.context,
-                    mark=self.source.mark(path) if self.source else None))
+                    mark=self.source.mark(path) if self.source else None)])
         self.shapes[full] = shape
         ctx.names[local] = full
         if config is not None and shape is not None:
@@ -355,8 +403,8 @@ class Expander:
         try:
             return NodeInit.model_validate(value)
         except ValidationError as e:
-            self.problems.extend(problems_from_validation(e, value, path, self.source,
-                                                          model=NodeInit, context=ctx.context))
+            self.add_problems(problems_from_validation(e, value, path, self.source,
+                                                       model=NodeInit, context=ctx.context))
             raise _NodeFailed from None
 
     # ------------------------------------------------------------------ combinators
@@ -456,8 +504,8 @@ class Expander:
             self.fail(f"block {name!r} calls itself ({chain})", path, ctx)
         in_shape = self.shapes.get(x)
         # Blocks may read their input's shape: `${in_channels // 2}` (DenseNet's transition).
-        shape_env = {"in_shape": list(in_shape) if in_shape else None,
-                     "in_channels": in_shape[0] if in_shape else None}
+        shape_env = {"in_shape": list(in_shape) if in_shape else UNKNOWN,
+                     "in_channels": in_shape[0] if in_shape else UNKNOWN}
         args = self.bind_args(name, block.args, self.subst(value, ctx, path), path,
                               replace(ctx, env={**ctx.env, **shape_env}))
         self.claim(ctx.full(local), path, ctx)
@@ -503,6 +551,8 @@ class Expander:
                 self.problem(f"block {name!r} needs argument {arg!r}", path, ctx)
                 ok = False
                 continue
+            if contains_unknown(value):
+                self.follow_on()
             expected = ARG_TYPES[type_name]
             if (isinstance(value, bool) and type_name in ("int", "float")) or \
                     not isinstance(value, expected):

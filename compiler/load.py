@@ -9,7 +9,7 @@ bounded, and templates render in jinja2's SandboxedEnvironment.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,13 @@ class _Builder:
             if not node.style and _FLOAT.match(node.value):
                 return float(node.value)
             return node.value
-        return self.constructor.construct_object(node)
+        try:
+            return self.constructor.construct_object(node)
+        except ValueError as e:  # an integer of over 4300 digits (Python's int(str) limit)
+            raise SpecError(Problem(
+                f"the number {node.value[:20]}... is too long ({len(node.value)} characters)",
+                mark=self.mark_of(node), path=format_path(path),
+                hint="numbers in a spec are sizes and rates")) from e
 
 
 def parse_text(text: str, file: str) -> tuple[Any, SourceMap]:
@@ -134,13 +140,14 @@ def parse_text(text: str, file: str) -> tuple[Any, SourceMap]:
 
 
 def render_template(text: str, file: str, variables: dict[str, Any]) -> str:
-    """Render a *.yaml.j2 spec family in a sandbox; undefined variables are errors."""
+    """Render a *.yaml.j2 spec family in the budgeted sandbox; undefined variables are errors."""
     import jinja2
-    from jinja2.sandbox import SandboxedEnvironment
 
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    from nnspec.compiler.budget import LIMITS_HINT, BudgetExceeded, budget
+
     try:
-        return env.from_string(text).render(**variables)
+        with budget() as active, active.running():
+            return _template_sandbox().from_string(text).render(**variables)
     except jinja2.TemplateSyntaxError as e:
         raise SpecError(Problem(f"template error: {e.message}",
                                 mark=Mark(file, e.lineno or 1, 1))) from None
@@ -150,10 +157,31 @@ def render_template(text: str, file: str, variables: dict[str, Any]) -> str:
             hint="pass it with --var NAME=VALUE",
         )) from None
     except jinja2.exceptions.SecurityError as e:
-        raise SpecError(Problem(f"template tried an unsafe operation: {e}", mark=Mark(file, 1, 1))) from None
+        raise SpecError(Problem(f"template tried an unsafe operation: {e}",
+                                mark=Mark(file, _template_line(e), 1))) from None
+    except BudgetExceeded as e:
+        raise SpecError(Problem(f"template {e}", mark=Mark(file, _template_line(e), 1),
+                                hint=LIMITS_HINT)) from None
+    except (RecursionError, MemoryError) as e:
+        what = "nests calls too deeply" if isinstance(e, RecursionError) else "ran out of memory"
+        raise SpecError(Problem(f"template {what}", mark=Mark(file, _template_line(e), 1),
+                                hint="a macro that calls itself needs a condition that ends it"))\
+            from None
     except Exception as e:  # errors raised by template expressions (e.g. int('x'))
         raise SpecError(Problem(f"template failed: {e}", mark=Mark(file, _template_line(e), 1),
                                 hint="check the --var values")) from None
+
+
+_TEMPLATES = None
+
+
+def _template_sandbox():
+    global _TEMPLATES
+    if _TEMPLATES is None:
+        from nnspec.compiler.sandbox import SpecSandbox
+
+        _TEMPLATES = SpecSandbox(keep_trailing_newline=True)
+    return _TEMPLATES
 
 
 def _template_line(error: BaseException) -> int:
@@ -167,19 +195,18 @@ def _template_line(error: BaseException) -> int:
 
 
 def read_source(path: Path, variables: dict[str, Any] | None = None) -> tuple[Any, SourceMap]:
-    """Read a .yaml/.yml/.json file, or render a .j2 family first."""
+    """Read a .yaml/.yml/.json file, or render a .j2 family first.
+
+    The file must be a regular file of at most MAX_FILE_BYTES, checked before it is read
+    (a link to /dev/zero or a FIFO is refused at once, see compiler/files.py).
+    """
+    from nnspec.compiler.files import UnreadableFile, read_text_capped
+
     name = str(path)
     try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise SpecError(Problem(f"cannot read spec: {e.strerror}", path=name)) from None
-    if size > MAX_FILE_BYTES:
-        raise SpecError(Problem(f"file is larger than {MAX_FILE_BYTES // 1024 // 1024} MiB",
-                                mark=Mark(name, 1, 1)))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(Problem(f"cannot read spec: {e}", path=name)) from None
+        text = read_text_capped(path, MAX_FILE_BYTES)
+    except UnreadableFile as e:
+        raise SpecError(Problem(f"cannot read this spec: {e}", mark=Mark(name, 0, 0))) from None
     if path.suffix == ".j2":
         text = render_template(text, name, variables or {})
     elif variables:
@@ -215,20 +242,22 @@ def apply_overrides(data: Any, source: SourceMap, overrides: list[str]) -> None:
     problems: list[Problem] = []
     for item in overrides:
         path_text, sep, value_text = item.partition("=")
+        shown = item if len(item) <= 80 else item[:77] + "..."
         if not sep:
-            problems.append(Problem(f"override {item!r} needs the form PATH=VALUE"))
+            problems.append(Problem(f"override {shown!r} needs the form PATH=VALUE"))
             continue
+        marker = Mark(f"--set {shown}", 0, 0)
         try:
             path = parse_override_path(path_text.strip())
-            value, _ = parse_text(value_text, f"--set {item}") if value_text.strip() else (None, None)
+            value, _ = parse_text(value_text, f"--set {shown}") if value_text.strip() \
+                else (None, None)
         except SpecError as e:
-            problems.extend(e.problems)
+            problems.extend(replace(p, mark=marker) for p in e.problems)
             continue
         problem = _set_path(data, path, value)
         if problem:
-            problems.append(Problem(problem, path=format_path(path), mark=Mark(f"--set {item}", 1, 1)))
+            problems.append(Problem(problem, path=format_path(path), mark=marker))
         else:
-            marker = Mark(f"--set {item}", 1, 1)
             for key in [k for k in source.marks if k[: len(path)] == path]:
                 del source.marks[key]
             source.marks[path] = marker

@@ -50,7 +50,8 @@ class PreprocessSpec(Strict):
 class InputSpec(Strict):
     """One model input: its per-sample shape, dtype, raw value range and image preprocessing."""
 
-    shape: list[PositiveInt] = Field(min_length=1, max_length=5)
+    # a dim beyond int32 is no tensor anyone can allocate (compiler/magnitude.py)
+    shape: list[Annotated[int, Field(gt=0, le=2**31 - 1)]] = Field(min_length=1, max_length=5)
     dtype: Literal["float32", "int64"] = "float32"
     range: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
     """[low, high] of the raw values the model takes (the digits: [0, 16]; 8-bit images as
@@ -239,6 +240,14 @@ class Spec(Strict):
 
     _data: dict = PrivateAttr(default_factory=dict)
     _source: SourceMap | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, value: str) -> str:
+        # the name becomes runs/NAME, a Triton model folder, NAME.onnx
+        if value in (".", ".."):
+            raise ValueError(f"a spec name cannot be {value!r}: it names folders (runs/NAME)")
+        return value
 
     @field_validator("task", mode="before")
     @classmethod

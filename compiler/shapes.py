@@ -21,3 +21,6 @@ def infer_node(layer: LayerKind, config, in_shapes: list[Shape],
         if not any(str(s) in message for s in in_shapes):
             message += f" (input shape {', '.join(str(s) for s in in_shapes)})"
         return None, (message, e.hint)
+    except (ArithmeticError, ValueError) as e:  # e.g. floor(inf) from a huge `scale`
+        return None, (f"cannot infer the output shape: {e}",
+                      "check the magnitudes of this layer's parameters")

@@ -1,7 +1,10 @@
 """`$name` and `${expression}` in block bodies and `vars`, evaluated in a jinja2 sandbox.
 
-Expressions are data-only: jinja2's SandboxedEnvironment compiles them, so a spec can compute
-`${width * 4}` or `${stride == 1 and cin == cout}` but can never reach Python objects or imports.
+Expressions are data-only: compiler/sandbox.py's budgeted sandbox compiles them, so a spec can
+compute `${width * 4}` or `${stride == 1 and cin == cout}` but can never reach Python objects or
+imports, nor ask for more work than its budget (`${7 ** 300000000}` is refused at once).
+A value an earlier problem left unknown (compiler/unknown.py's `UNKNOWN`) makes the result unknown, or raises
+`FollowOnError` where it decides something: the problem follows from the earlier one.
 """
 
 from __future__ import annotations
@@ -20,16 +23,19 @@ class SubstitutionError(Exception):
         self.hint = hint
 
 
+class FollowOnError(SubstitutionError):
+    """The expression used a value that an earlier problem left unknown."""
+
+
 _env = None
 
 
 def _sandbox():
     global _env
     if _env is None:
-        import jinja2
-        from jinja2.sandbox import SandboxedEnvironment
+        from nnspec.compiler.sandbox import SpecSandbox
 
-        _env = SandboxedEnvironment(undefined=jinja2.StrictUndefined)
+        _env = SpecSandbox()
         # plain arithmetic helpers, e.g. MobileNet's `${max(8, (c * 4 + 4) // 8 * 8)}`
         _env.globals.update(min=min, max=max, abs=abs, int=int, float=float, round=round)
     return _env
@@ -72,20 +78,30 @@ def _compile(expression: str):
 
 
 def evaluate(expression: str, env: dict[str, Any]) -> Any:
+    """The value of `${expression}` in `env`, under the active budget (or a fresh one)."""
     import jinja2
 
+    from nnspec.compiler.budget import LIMITS_HINT, BudgetExceeded, budget
+    from nnspec.compiler.unknown import UnknownValue
+
+    shown = expression if len(expression) <= 80 else expression[:77] + "..."
     try:
-        result = _compile(expression)(**env)
+        with budget() as active, active.running():
+            result = _compile(expression)(**env)
     except jinja2.TemplateSyntaxError as e:
-        raise SubstitutionError(f"cannot parse expression ${{{expression}}}: {e.message}") from None
+        raise SubstitutionError(f"cannot parse expression ${{{shown}}}: {e.message}") from None
     except jinja2.UndefinedError as e:
         known = ", ".join(sorted(env)) or "none"
-        raise SubstitutionError(f"in ${{{expression}}}: {e.message}",
+        raise SubstitutionError(f"in ${{{shown}}}: {e.message}",
                                 hint=f"variables here: {known}") from None
     except jinja2.exceptions.SecurityError as e:
-        raise SubstitutionError(f"expression ${{{expression}}} is not allowed: {e}") from None
+        raise SubstitutionError(f"expression ${{{shown}}} is not allowed: {e}") from None
+    except BudgetExceeded as e:
+        raise SubstitutionError(f"expression ${{{shown}}} {e}", hint=LIMITS_HINT) from None
+    except UnknownValue:
+        raise FollowOnError(f"expression ${{{shown}}} depends on an earlier problem") from None
     except Exception as e:  # arithmetic errors and the like, e.g. division by zero
-        raise SubstitutionError(f"expression ${{{expression}}} failed: {e}") from None
+        raise SubstitutionError(f"expression ${{{shown}}} failed: {e}") from None
     if isinstance(result, jinja2.Undefined):
-        raise SubstitutionError(f"expression ${{{expression}}} is undefined")
+        raise SubstitutionError(f"expression ${{{shown}}} is undefined")
     return result

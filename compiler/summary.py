@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from nnspec.compiler.build import CompiledModel
+from nnspec.compiler.footprint import meta_modules
 from nnspec.compiler.graph import Graph
 from nnspec.compiler.layers import get_kind
 
@@ -20,11 +19,12 @@ _WEIGHTED = ("conv", "conv_transpose", "linear", "patch_embed", "self_attention"
 
 def summarize(graph: Graph) -> dict[str, Any]:
     """The summary JSON object: totals for the eval model, per-layer rows, heads apart."""
-    with torch.device("meta"):
+    with meta_modules():
         model = CompiledModel(graph)
     eval_ids = {n.id for n in graph.eval_nodes()}
+    owners = training_only_owners(graph, eval_ids)
     layers = []
-    totals = {"params": 0, "trainable": 0, "macs": 0}
+    totals = {"params": 0, "trainable": 0, "macs": 0, "training": 0}
     heads: dict[str, dict[str, int]] = {h: {"params": 0, "macs": 0} for h in graph.heads}
     for node in graph.nodes:
         module = model.get_submodule(node.id)
@@ -36,18 +36,20 @@ def summarize(graph: Graph) -> dict[str, Any]:
             "output_shape": list(node.shape), "params": params, "macs": macs,
             "head": node.head,
         })
+        totals["training"] += params
         if node.id in eval_ids:
             totals["params"] += params
             totals["trainable"] += trainable
             totals["macs"] += macs
-        elif node.head is not None:
-            heads[node.head]["params"] += params
-            heads[node.head]["macs"] += macs
+        for head in owners.get(node.id, ()):
+            heads[head]["params"] += params
+            heads[head]["macs"] += macs
     inputs = {name: list(i.shape) for name, i in graph.inputs.items()}
     return {
         "name": graph.name,
         "params": totals["params"],
         "trainable_params": totals["trainable"],
+        "training_params": totals["training"],
         "macs": totals["macs"],
         "input_shape": next(iter(inputs.values())) if len(inputs) == 1 else inputs,
         "output_shape": list(graph.output_shape),
@@ -55,6 +57,19 @@ def summarize(graph: Graph) -> dict[str, Any]:
         "heads": heads,
         "layers": layers,
     }
+
+
+def training_only_owners(graph: Graph, eval_ids: set[str]) -> dict[str, list[str]]:
+    """For each node that runs only in training, the heads it serves: a head's own layers, and
+    main-network layers that only a head reads (`from:` a branch the output does not use)."""
+    owners: dict[str, list[str]] = {}
+    for head in graph.heads.values():
+        needed = {head.output}
+        for node in reversed(graph.nodes):
+            if node.id in needed and node.id not in eval_ids:
+                needed.update(node.inputs)
+                owners.setdefault(node.id, []).append(head.id)
+    return owners
 
 
 def weighted_depth(graph: Graph) -> int:
@@ -93,4 +108,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     for head, figures in summary["heads"].items():
         lines.append(f"training-only head {head}: {figures['params']:,} params, "
                      f"{format_count(figures['macs'])} MACs (not in the totals above)")
+    if summary["training_params"] != summary["params"]:
+        lines.append(f"in training: {summary['training_params']:,} params "
+                     "(the model above, its training-only heads and the layers only they use)")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -110,6 +111,24 @@ def _model_in(annotation: Any, typing) -> Any:
     return None
 
 
+def _without_misspelt_missing(errors: list[dict], model, strip_first: bool) -> list[dict]:
+    """`outt: 10` for `out: 10` is one mistake: drop "missing required key 'out'" when an
+    unknown key beside it is the misspelling of `out`."""
+    def parent(err):
+        return tuple(err["loc"])[:-1]
+
+    suggested = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            loc = tuple(err["loc"])[1 if strip_first else 0:]
+            allowed = _fields_at(model, loc) or []
+            close = difflib.get_close_matches(str(loc[-1]), sorted(allowed), n=1, cutoff=0.6)
+            if close:
+                suggested.add((parent(err), close[0]))
+    return [err for err in errors
+            if not (err["type"] == "missing" and (parent(err), err["loc"][-1]) in suggested)]
+
+
 def problems_from_validation(
     error: ValidationError,
     data: Any,
@@ -125,7 +144,8 @@ def problems_from_validation(
     """
     problems: list[Problem] = []
     union_fallback: dict[tuple, list[str]] = {}
-    for err in error.errors():
+    errors = _without_misspelt_missing(error.errors(), model, strip_first)
+    for err in errors:
         loc = tuple(err["loc"])[1 if strip_first else 0:]
         loc = _without_discriminator_tags(data, loc)
         tags = [i for i, p in enumerate(loc) if _is_union_tag(p)]

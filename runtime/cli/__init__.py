@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("eval", "evaluate a run directory on a data split"),
     "export": ("export", "export a run or spec to ONNX with inference semantics"),
     "predict": ("predict", "classify inputs with an exported ONNX model"),
-    "serve": ("serve", "serve ONNX models over the Open Inference Protocol (KServe v2)"),
+    "serve": ("serve", "serve ONNX models over KServe v2 (Open Inference Protocol) REST and gRPC"),
     "lint": ("lint", "warn about training-practice problems in a spec"),
     "init-stats": ("init_stats", "activation and gradient statistics at initialisation"),
     "hessian": ("hessian", "top Hessian eigenvalues and trace of the training loss"),

@@ -44,6 +44,15 @@ def parse_variables(items: list[str]) -> dict[str, str]:
     return out
 
 
+def run_spec_path(source: str) -> str:
+    """A run directory's resolved `spec.yaml` for a run directory (as export takes them), else
+    `source` unchanged (a spec file or zoo name)."""
+    from pathlib import Path
+
+    spec = Path(source) / "spec.yaml"
+    return str(spec) if spec.is_file() else source
+
+
 def spec_from_args(args: argparse.Namespace, source=None):
     """Load the spec named by `source` (default: `args.spec`) with the shared options applied."""
     from nnspec.compiler import load_plugins, load_spec

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nnspec.compiler.errors import UsageError
+from nnspec.compiler.errors import ExportError, UsageError
 from nnspec.runtime.cli.arguments import add_spec_arguments, spec_from_args
 
 
@@ -77,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _export(args)
+    except OSError as error:  # disk full, permission denied, a file that vanished
+        where = f": {error.filename}" if error.filename else ""
+        raise ExportError(f"export stopped: {error.strerror or error}{where}") from error
+
+
+def _export(args: argparse.Namespace) -> int:
     from nnspec.runtime.export.exporter import export_onnx
     from nnspec.runtime.export.model_files import build_for_export, locate_model_files
 

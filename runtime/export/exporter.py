@@ -167,7 +167,11 @@ def _export_eval_model(
         )
     program.model.metadata_props.update(onnx_metadata(reference))
     weight_bytes = sum(t.numel() * t.element_size() for t in inference.state_dict().values())
-    program.save(str(path), external_data=weight_bytes > SINGLE_FILE_LIMIT)
+    try:
+        program.save(str(path), external_data=weight_bytes > SINGLE_FILE_LIMIT)
+    except OSError as error:
+        path.unlink(missing_ok=True)  # never leave a truncated model where it could be served
+        raise OSError(error.errno, error.strerror, error.filename or str(path)) from error
     op_counts = Counter(node.op_type for node in program.model.graph.all_nodes())
     parity = None
     try:

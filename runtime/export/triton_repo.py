@@ -15,6 +15,7 @@ from pathlib import Path
 import onnx
 
 from nnspec.compiler.errors import ExportError
+from nnspec.compiler.paths import child_path
 
 DEFAULT_MAX_BATCH_SIZE = 64
 LABELS_FILE = "labels.txt"
@@ -48,8 +49,8 @@ def write_triton_repository(
     Raises:
         ExportError: the model has a fixed batch size or a tensor type Triton cannot take.
     """
+    model_dir = child_path(repo_dir, triton_model_name(name), "the model name")
     model = onnx.load(str(onnx_path), load_external_data=False)
-    model_dir = Path(repo_dir) / triton_model_name(name)
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, version_dir / "model.onnx")

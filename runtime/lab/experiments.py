@@ -10,6 +10,7 @@ the way the claim predicts, reporting "holds", "does not hold" or "inconclusive"
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from nnspec.compiler.errors import Problem, SpecError, UsageError
+from nnspec.compiler.load import read_source
 from nnspec.compiler.resources import specs_dir
 from nnspec.compiler.suggest import did_you_mean
 from nnspec.runtime.lab import sweep
@@ -79,12 +81,38 @@ def experiment_files(directory: Path = EXPERIMENTS_DIR) -> dict[str, Path]:
     return {p.stem: p for p in sorted(directory.glob("*.yaml"))}
 
 
+def is_experiment_file(source: str | Path) -> bool:
+    """Whether `source` is an experiment file (a claim and its variants) rather than a spec."""
+    path = Path(source)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return False
+    try:
+        data, _ = read_source(path)
+    except SpecError:
+        return False
+    return isinstance(data, dict) and "variants" in data and "claim" in data \
+        and "nnspec" not in data
+
+
+def variant_specs(experiment: Experiment, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The spec of each variant: the experiment's spec with the variant's overrides."""
+    from nnspec.compiler import load_spec
+
+    base = experiment.spec if isinstance(experiment.spec, dict) else \
+        str(Path(experiment.source).parent / experiment.spec)
+    return {
+        name: load_spec(base, overrides=[*(f"{k}={_yaml_value(v)}" for k, v in changes.items()),
+                                         *overrides])
+        for name, changes in experiment.variants.items()
+    }
+
+
 def load_experiment(path: Path) -> Experiment:
     """Read and validate one experiment file; problems name the file and the field."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise SpecError(Problem(f"cannot read experiment: {error}", path=str(path))) from None
+    data, _ = read_source(Path(path))  # the spec loader's limits: size, aliases, nesting
+    if not isinstance(data, dict):
+        raise SpecError(Problem("an experiment is a mapping (name, claim, spec, variants)",
+                                path=str(path)))
     try:
         experiment = Experiment.model_validate({**(data or {}), "source": str(path)})
     except ValidationError as error:

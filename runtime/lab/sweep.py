@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nnspec.compiler.errors import UsageError
+from nnspec.compiler.paths import child_path
 
 FINAL_FILE = "final.json"
 METRICS_FILE = "metrics.jsonl"
@@ -107,6 +108,8 @@ def grid_points(axes: Sequence[tuple[str, Sequence[str]]]) -> list[GridPoint]:
 def plan_runs(points: Sequence[GridPoint], seeds: Sequence[int]) -> list[PlannedRun]:
     """Every point with every seed, points outermost so one point's seeds finish together."""
     names = [p.name for p in points]
+    for name in names:
+        child_path(".", name, "the run name")  # each point is one folder of the sweep
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UsageError(f"two grid points share the run name {duplicates[0]!r}")

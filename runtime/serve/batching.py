@@ -47,6 +47,7 @@ class DynamicBatcher:
         max_queue: waiting requests beyond which :meth:`submit` raises QueueFull.
         workers: model calls in flight at once.
         on_batch: called with the row count of every model call (for metrics).
+        on_queue: called with the number of waiting requests whenever it changes.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class DynamicBatcher:
         max_queue: int,
         workers: int = 1,
         on_batch: Callable[[int], None] = lambda rows: None,
+        on_queue: Callable[[int], None] = lambda depth: None,
     ):
         self._run = run
         self._executor = executor
@@ -66,12 +68,18 @@ class DynamicBatcher:
         self._max_delay = max(0.0, max_queue_delay)
         self._max_queue = max_queue
         self._on_batch = on_batch
+        self._on_queue = on_queue
         self._queue: collections.deque[_Pending] = collections.deque()
         self._slots = asyncio.Semaphore(max(1, workers))
         self._arrived = asyncio.Event()
         self._running: set[asyncio.Task] = set()
         self._loop_task: asyncio.Task | None = None
         self._draining = False
+
+    @property
+    def max_queue(self) -> int:
+        """Waiting requests beyond which :meth:`submit` raises QueueFull."""
+        return self._max_queue
 
     @property
     def queue_depth(self) -> int:
@@ -87,6 +95,7 @@ class DynamicBatcher:
             raise QueueFull
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(inputs, rows, _merge_key(inputs), future))
+        self._on_queue(len(self._queue))
         self._arrived.set()
         return await future
 
@@ -142,6 +151,7 @@ class DynamicBatcher:
             else:
                 kept.append(item)
         self._queue = kept
+        self._on_queue(len(kept))
         return batch
 
     async def _execute(self, batch: list[_Pending]) -> None:

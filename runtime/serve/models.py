@@ -1,13 +1,13 @@
-"""Models to serve: found on disk, opened in onnxruntime, described in KServe v2 terms.
+"""A served model: an onnxruntime session described in KServe v2 terms.
 
-A path names one `.onnx` file (model name: the file stem), a folder of `.onnx` files, or a
-Triton-style model repository `DIR/<name>/<version>/model.onnx` (+ optional `config.pbtxt`,
-from which `max_batch_size` and an output's `label_filename` are read).
+Where models come from (files, folders, repositories, versions) is `repository.py`; this
+module opens one version in onnxruntime and answers what the protocol asks of it.
 """
 
 from __future__ import annotations
 
-import re
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +61,8 @@ class TensorMeta:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    #: a BYTES stand-in for an image input: encoded image files, one per row (serve/tasks.py)
+    encoded_images: bool = False
 
     def as_json(self) -> dict:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
@@ -97,31 +99,42 @@ class ServedModel:
     def output(self, name: str) -> TensorMeta | None:
         return next((t for t in self.outputs if t.name == name), None)
 
+    # The model call: a plain session.run on CPU, I/O binding on a GPU (device_io.py).
+    runner: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
+
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One onnxruntime call; returns every output by name, the task's outputs included.
         Thread-safe (onnxruntime is)."""
-        names = [t.name for t in self.outputs if t.name not in self.derived]
-        results = dict(zip(names, self.session.run(names, feed), strict=True))
+        results = self.runner(feed)
         if self.derived:
-            results.update(task_outputs(self.record, results[names[0]]))
+            first = next(t.name for t in self.outputs if t.name not in self.derived)
+            results.update(task_outputs(self.record, results[first]))
         return results
 
     def input_problem(self, inputs: dict[str, np.ndarray]) -> str | None:
-        """Why these request inputs contradict the model's input contract, or None."""
+        """Why these request inputs contradict the model's input contract (values outside its
+        declared range, or not finite), or None."""
         for name, array in inputs.items():
             problem = contract_problem(self.record, name, array)
             if problem:
                 return problem
         return None
 
-    def takes_images(self, name: str) -> bool:
-        """Whether input `name` accepts encoded image files (BYTES) for its tensor."""
+    def image_input(self, name: str) -> TensorMeta | None:
+        """The BYTES stand-in of input `name` when it takes encoded image files, else None."""
         contract = self.record.inputs.get(name)
-        return contract is not None and contract.is_image
+        if contract is None or not contract.is_image:
+            return None
+        return TensorMeta(name, "BYTES", (-1,), encoded_images=True)
 
     def decode_images(self, name: str, encoded: list[bytes]) -> np.ndarray:
         """Encoded images as a batch of input `name` (ValueError when one is unreadable)."""
         return image_input(self.record, name, encoded)
+
+    @property
+    def provider(self) -> str:
+        """The execution provider onnxruntime actually uses for this model."""
+        return self.session.get_providers()[0]
 
     def metadata(self) -> dict:
         """The KServe v2 model metadata response."""
@@ -134,71 +147,25 @@ class ServedModel:
         }
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """Where one model comes from; `repository_dir` is its folder in a Triton repository."""
-
-    name: str
-    version: str
-    onnx_path: Path
-    repository_dir: Path | None = None
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
-def _repository_model(model_dir: Path) -> ModelSource | None:
-    """The highest version of a Triton repository model folder, if `model_dir` is one."""
-    versions = [v for v in model_dir.iterdir() if v.name.isdigit() and v.is_dir()]
-    versions = [v for v in versions if (v / "model.onnx").is_file()]
-    if not versions:
-        return None
-    latest = max(versions, key=lambda v: int(v.name))
-    return ModelSource(model_dir.name, latest.name, latest / "model.onnx", model_dir)
+def intra_op_threads(processes: int, instances: int) -> int:
+    """onnxruntime threads per call so that every concurrent call gets its share of cores.
 
-
-def find_model_files(path: Path) -> list[ModelSource]:
-    """Every model under `path`; ServeError if there is none or two share a name."""
-    if not path.exists():
-        raise ServeError(f"model path {str(path)!r} does not exist")
-    if path.is_file():
-        if path.suffix != ".onnx":
-            raise ServeError(f"{path}: expected an .onnx file or a model directory")
-        return [ModelSource(path.stem, "1", path)]
-    own = _repository_model(path)
-    if own is not None:  # one model's folder of a repository: DIR/<version>/model.onnx
-        return [own]
-    found = [ModelSource(p.stem, "1", p) for p in sorted(path.glob("*.onnx"))]
-    for model_dir in sorted(p for p in path.iterdir() if p.is_dir()):
-        source = _repository_model(model_dir)
-        if source is not None:
-            found.append(source)
-    if not found:
-        raise ServeError(
-            f"no models in {path}: expected *.onnx files or a Triton model repository "
-            "DIR/<name>/<version>/model.onnx",
-        )
-    names = [source.name for source in found]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ServeError(
-            f"model name(s) {', '.join(duplicates)} appear twice in {path} "
-            "(both as NAME.onnx and as a repository folder NAME/); rename one",
-        )
-    return found
-
-
-def read_triton_config(model_dir: Path | None) -> tuple[int | None, list[str] | None]:
-    """max_batch_size and labels (from an output's label_filename) of a config.pbtxt, if any."""
-    config = model_dir / "config.pbtxt" if model_dir else None
-    if config is None or not config.is_file():
-        return None, None
-    text = config.read_text(encoding="utf-8")
-    # config.pbtxt is protobuf text format; these two scalar fields are all we read.
-    size = re.search(r"^\s*max_batch_size\s*:\s*(\d+)", text, re.MULTILINE)
-    label_file = re.search(r'label_filename\s*:\s*"([^"]+)"', text)
-    labels = None
-    if label_file and (model_dir / label_file.group(1)).is_file():
-        lines = (model_dir / label_file.group(1)).read_text(encoding="utf-8").splitlines()
-        labels = [line.strip() for line in lines if line.strip()]
-    return (int(size.group(1)) if size else None), labels
+    0 (onnxruntime's own default: every physical core) when one call runs at a time on a
+    process free to use the whole machine; onnxruntime does not look at the affinity mask, so
+    a process pinned to fewer cores (taskset, a container's cpuset) gets that many.
+    """
+    calls = processes * instances
+    if calls <= 1 and cpu_cores() == (os.cpu_count() or 1):
+        return 0
+    return max(1, cpu_cores() // calls)
 
 
 def _tensor_meta(node) -> TensorMeta:
@@ -220,29 +187,34 @@ def _record(props: dict[str, str], where: Path) -> ModelRecord:
 
 
 def open_model(
-    source: ModelSource,
+    name: str,
+    version: str,
+    onnx_path: Path,
     *,
     providers: list[str],
     max_batch_size: int,
     intra_op_threads: int = 0,
+    labels: list[str] | None = None,
 ) -> ServedModel:
-    """Open one model in onnxruntime.
+    """Open one model version in onnxruntime.
 
     Args:
-        source: the model's name, version, file and repository folder.
+        name, version: what the protocol calls it.
+        onnx_path: the model file.
         providers: onnxruntime execution providers, best first.
-        max_batch_size: the server's cap on rows per onnxruntime call; a repository's
-            config.pbtxt may lower it (0 there means: never merge requests).
+        max_batch_size: most rows per onnxruntime call (1: never merge requests).
         intra_op_threads: onnxruntime threads per call (0: onnxruntime's default).
+        labels: class labels to use when the model's metadata has none.
 
     Raises:
         ServeError: the file is not a model onnxruntime can run, or its metadata is broken.
     """
     import onnxruntime as ort
 
+    from nnspec.runtime.serve.device_io import make_runner
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
-    onnx_path = source.onnx_path
     try:
         session = ort.InferenceSession(str(onnx_path), options, providers=providers)
     except Exception as error:  # onnxruntime raises its own untyped errors for bad files
@@ -250,41 +222,21 @@ def open_model(
     inputs = [_tensor_meta(node) for node in session.get_inputs()]
     outputs = [_tensor_meta(node) for node in session.get_outputs()]
     props = dict(session.get_modelmeta().custom_metadata_map)
-    config_batch, config_labels = read_triton_config(source.repository_dir)
     record = _record(props, onnx_path)
     derived = [TensorMeta(d.name, d.datatype, d.shape)
                for d in derived_outputs(record, outputs[0].shape)] if outputs else []  # fmt: skip
     model = ServedModel(
-        name=source.name,
-        version=source.version,
+        name=name,
+        version=version,
         path=onnx_path,
         session=session,
         inputs=inputs,
         outputs=outputs + derived,
-        labels=record.labels or config_labels,
+        labels=record.labels or labels,
         properties=props,
         record=record,
         derived=tuple(d.name for d in derived),
     )
-    limit = max_batch_size if config_batch is None else min(max_batch_size, config_batch)
-    model.max_batch_size = max(1, limit) if model.batchable else 1
+    model.max_batch_size = max(1, max_batch_size) if model.batchable else 1
+    model.runner = make_runner(session, [t.name for t in outputs])
     return model
-
-
-def load_models(
-    path: str | Path,
-    *,
-    providers: list[str],
-    max_batch_size: int,
-    intra_op_threads: int = 0,
-) -> dict[str, ServedModel]:
-    """Every model under `path` (see the module doc), opened and keyed by name."""
-    models = {}
-    for source in find_model_files(Path(path)):
-        models[source.name] = open_model(
-            source,
-            providers=providers,
-            max_batch_size=max_batch_size,
-            intra_op_threads=intra_op_threads,
-        )
-    return models

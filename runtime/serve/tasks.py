@@ -7,8 +7,9 @@ Everything here reads the model's metadata record (`nnspec.runtime.export.metada
   each label's threshold); segmentation models add `mask` (INT64, the class of each pixel).
   Classification keeps its raw `logits` (the classification extension gives top-k), and a
   regression model's graph already answers in the targets' units.
-- input checks: values outside the input's declared `range`, or not finite, are refused with
-  the input's name, the values found and the range.
+- input checks: an input with a contract (`nnspec.inputs`) refuses values outside its declared
+  `range`, or not finite, naming the input, the values found and the range; models without
+  contracts take what they take.
 - images: encoded image files (PNG, JPEG, ...) become the model's input exactly as training
   converted them (runtime/common/images.py).
 """
@@ -84,10 +85,7 @@ def contract_problem(record, name: str, array: np.ndarray) -> str | None:
     """Why `array` cannot be input `name` of the model (values outside its declared range, or
     not finite), or None when it can."""
     contract = record.inputs.get(name)
-    if contract is None:
-        if np.issubdtype(array.dtype, np.floating) and array.size and \
-                not np.isfinite(array).all():
-            return f"input {name!r} holds values that are not finite (NaN or inf)"
+    if contract is None:  # not an nnspec model, or exported before contracts: no checks
         return None
     outside = values_outside(array, contract)
     if outside is None:

@@ -10,26 +10,31 @@ Saving writes the two tensor files as `*.new`, then replaces `NAME.json` atomica
 replace is the commit. Only then are the `*.new` files renamed into place. Loading rolls a
 committed-but-unrenamed `*.new` forward and checks that every file carries the JSON's token,
 so a crash at any point leaves either the old checkpoint or the new one, never a mix.
-No pickle is involved anywhere.
+A save that fails (disk full, `ulimit -f`, permission) removes what it wrote and raises
+OSError naming the file, with the previous checkpoint untouched. No pickle is involved anywhere.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from nnspec.compiler.errors import DataError
+from nnspec.compiler.files import UnreadableFile, read_text_capped
 
 WEIGHTS_SUFFIX = ".safetensors"
 STATE_SUFFIX = ".state.safetensors"
 TOKEN_KEY = "nnspec.checkpoint"
+MAX_RECORD_BYTES = 64 * 2**20  # a checkpoint's JSON record (optimizer hyper-parameters, metrics)
 
 
 @dataclass
@@ -57,13 +62,18 @@ def save_checkpoint(
     tensors, optimizer_json = _split_optimizer_state(optimizer)
     tensors.update({f"rng.{k}": v for k, v in capture_rng().items()})
     pending = []
-    for suffix, content in ((WEIGHTS_SUFFIX, weights), (STATE_SUFFIX, tensors)):
-        path = directory / f"{name}{suffix}.new"
-        save_file(content, str(path), metadata={TOKEN_KEY: token})
-        _fsync(path)
-        pending.append(path)
-    record = {"token": token, "info": info, "optimizer": optimizer_json}
-    write_json_atomic(directory / f"{name}.json", record)
+    try:
+        for suffix, content in ((WEIGHTS_SUFFIX, weights), (STATE_SUFFIX, tensors)):
+            path = directory / f"{name}{suffix}.new"
+            pending.append(path)
+            _save_tensors(content, path, token)
+            _fsync(path)
+        record = {"token": token, "info": info, "optimizer": optimizer_json}
+        write_json_atomic(directory / f"{name}.json", record)
+    except OSError:
+        for path in pending:  # not committed: the previous checkpoint stays as it was
+            path.unlink(missing_ok=True)
+        raise
     for path in pending:
         os.replace(path, path.with_suffix(""))
     _fsync_directory(directory)
@@ -73,8 +83,13 @@ def load_checkpoint(directory: Path, name: str) -> Checkpoint:
     """Read checkpoint `name`, finishing a save that was committed but not yet renamed."""
     directory = Path(directory)
     record = complete_checkpoint(directory, name)
-    weights = load_file(str(directory / f"{name}{WEIGHTS_SUFFIX}"))
-    tensors = load_file(str(directory / f"{name}{STATE_SUFFIX}"))
+    try:
+        weights = load_file(str(directory / f"{name}{WEIGHTS_SUFFIX}"))
+        tensors = load_file(str(directory / f"{name}{STATE_SUFFIX}"))
+    except SafetensorError as e:
+        raise DataError(f"checkpoint {name!r} in {directory} cannot be read: {e}\n    hint: "
+                        "the file was damaged after it was written; restore it or start a "
+                        "new run") from None
     rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
     optimizer_state = _join_optimizer_state(record["optimizer"], tensors)
     return Checkpoint(weights, optimizer_state, rng, record["info"])
@@ -95,8 +110,11 @@ def complete_checkpoint(directory: Path, name: str) -> dict:
     record_path = directory / f"{name}.json"
     if not record_path.exists():
         raise DataError(f"no checkpoint {name!r} in {directory} ({record_path.name} is missing)")
-    record = json.loads(record_path.read_text())
-    token = record["token"]
+    try:
+        record = json.loads(read_text_capped(record_path, MAX_RECORD_BYTES))
+        token = record["token"]
+    except (UnreadableFile, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"checkpoint record {record_path} cannot be read: {e}") from None
     for suffix in (WEIGHTS_SUFFIX, STATE_SUFFIX):
         final = directory / f"{name}{suffix}"
         pending = final.with_name(final.name + ".new")
@@ -139,11 +157,26 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temp file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _save_tensors(content: dict[str, torch.Tensor], path: Path, token: str) -> None:
+    """safetensors' writer, with its I/O failures raised as the OSError they are."""
+    try:
+        save_file(content, str(path), metadata={TOKEN_KEY: token})
+    except SafetensorError as e:
+        # "Error while serializing: I/O error: File too large (os error 27)"
+        code = re.search(r"os error (\d+)", str(e))
+        number = int(code.group(1)) if code else errno.EIO
+        raise OSError(number, os.strerror(number), str(path)) from e
 
 
 def _host_copy(tensor: torch.Tensor) -> torch.Tensor:

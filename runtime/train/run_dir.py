@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 from nnspec.compiler.errors import UsageError
-from nnspec.runtime.train.checkpoint import checkpoint_exists, write_text_atomic
+from nnspec.compiler.files import UnreadableFile, read_text_capped
+from nnspec.compiler.paths import child_path
+from nnspec.runtime.train.checkpoint import MAX_RECORD_BYTES, checkpoint_exists, write_text_atomic
 from nnspec.runtime.train.options import TrainOptions
 
 
@@ -27,6 +29,7 @@ def choose_run_dir(name: str, options: TrainOptions) -> Path:
                 "another --out",
             )
         return path
+    child_path("runs", name, "the spec name")
     numbered = (Path("runs") / (name if k == 1 else f"{name}-{k}") for k in itertools.count(1))
     existing = list(itertools.takewhile(Path.exists, numbered))
     if not options.resume:
@@ -57,6 +60,13 @@ def parse_record(line: str) -> dict | None:
 
 
 def read_json(path: Path) -> dict:
+    """A small JSON record of a run directory (`run.json`, `normalization.json`, ...)."""
     if not path.exists():
         raise UsageError(f"{path} is missing; is {path.parent} a run directory?")
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(read_text_capped(path, MAX_RECORD_BYTES))
+    except (UnreadableFile, ValueError) as e:
+        raise UsageError(f"{path} cannot be read: {e}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} cannot be read: expected a JSON object")
+    return data

@@ -50,6 +50,7 @@ from nnspec.runtime.train.data import (
 from nnspec.runtime.train.device import resolve_device
 from nnspec.runtime.train.distributed import Distributed
 from nnspec.runtime.train.evaluate import TASK_FILE, evaluate, read_task_state, spec_section
+from nnspec.runtime.train.failures import is_out_of_memory, memory_failure, storage_failure
 from nnspec.runtime.train.loop import EpochLoop, training_loss
 from nnspec.runtime.train.optim import build_optimizer
 from nnspec.runtime.train.options import TrainOptions
@@ -87,8 +88,16 @@ def train(spec, options: TrainOptions, log: Callable[[str], None] = print) -> di
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     ctx.start(device)
+    run = None
     try:
-        return _Run(spec, options, ctx, device, log if ctx.is_main else _quiet).execute()
+        run = _Run(spec, options, ctx, device, log if ctx.is_main else _quiet)
+        return run.execute()
+    except OSError as error:  # disk full, permission denied, a file that vanished
+        raise storage_failure(error, run.checkpoints if run else None) from error
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        raise memory_failure(error, run.checkpoints if run else None) from None
     finally:
         ctx.stop()
 

@@ -101,14 +101,13 @@ def report(run_and_sweep, tmp_path_factory) -> Path:
 def test_report_inlines_every_figure(report):
     html = report.read_text()
     images = IMG.findall(html)
-    titles = [alt for _, _, alt in images]
+    titles = [alt for _, _, alt in images if alt != "network graph"]  # needs Graphviz: below
     assert titles == [
         "accuracy per epoch, mean over seeds",
         "loss and accuracy per epoch",
         "learning rate and momentum",
         "activation and gradient std per depth at init",
         "Hessian Ritz values of the training loss",
-        "network graph",
     ]
     for kind, data, _ in images:
         raw = base64.b64decode(data)
@@ -116,6 +115,14 @@ def test_report_inlines_every_figure(report):
     # Self-contained: nothing is fetched from anywhere.
     assert not re.search(r'(src|href)="(https?:)?//', html)
     assert "<script" not in html
+
+
+@pytest.mark.needs_tool("dot")
+def test_report_draws_the_network_with_graphviz(report):
+    images = IMG.findall(report.read_text())
+    kind, data, title = images[-1]
+    assert (kind, title) == ("svg+xml", "network graph")
+    assert b"<svg" in base64.b64decode(data)
 
 
 def test_report_tables_and_escaping(report):

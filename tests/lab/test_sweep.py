@@ -296,3 +296,11 @@ def test_markdown_table_shows_runs_failures_and_verdicts():
     assert lines[2] == "| gap | fc | 2/2 | 0.9875 ± 0.002 | 1,070,314 |"
     assert lines[3] == "| gap | gap | 0/2 | failed | 19,562 |"
     assert lines[-1] == "- **gap**: gap better than fc on acc: **does not hold**"
+
+
+def test_a_point_named_like_a_parent_folder_is_refused():
+    # experiment variants name their run folders: `..` would write beside the sweep
+    from nnspec.runtime.lab.sweep import GridPoint
+
+    with pytest.raises(UsageError, match="the run name '..' cannot name a folder"):
+        plan_runs([GridPoint("..", (), ())], [0])

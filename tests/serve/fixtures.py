@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import threading
 import warnings
@@ -14,8 +15,14 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
-from nnspec.runtime.serve.app import ServeSettings, bind_socket, build_server, create_app
-from nnspec.runtime.serve.models import load_models
+from nnspec.runtime.serve.app import create_app
+from nnspec.runtime.serve.grpc_server import GrpcService
+from nnspec.runtime.serve.metrics import ServeMetrics
+from nnspec.runtime.serve.models import ServedModel
+from nnspec.runtime.serve.registry import ModelRegistry
+from nnspec.runtime.serve.repository import ModelRepository, VersionPolicy
+from nnspec.runtime.serve.server import bind_socket, build_server
+from nnspec.runtime.serve.settings import ServeSettings
 
 DIGIT_LABELS = [f"digit{i}" for i in range(10)]
 
@@ -109,6 +116,37 @@ def make_two_input_model(path: Path) -> Path:
     return path
 
 
+def make_elementwise_model(path: Path, op: str = "Identity", width: str | int = "n") -> Path:
+    """y = op(x) on FP32 [batch, width] via onnx.helper (Identity: any size; Log: NaN/Inf)."""
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], ["y"])],
+        op.lower(),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_scale_model(path: Path, factor: float) -> Path:
+    """y = factor * x on FP32 [batch, 4]: versions of one model told apart by their answers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "factor"], ["y"])],
+        "scale",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[helper.make_tensor("factor", TensorProto.FLOAT, [], [factor])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def onnxruntime_reference(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The model's answer from a fresh onnxruntime session, outside the server."""
     import onnxruntime as ort
@@ -117,16 +155,47 @@ def onnxruntime_reference(path: Path, feed: dict[str, np.ndarray]) -> list[np.nd
     return session.run(None, feed)
 
 
-@contextlib.contextmanager
-def running_server(model_path: Path, settings: ServeSettings | None = None) -> Iterator[str]:
-    """Serve `model_path` on 127.0.0.1 (a free port) in a thread; yields "127.0.0.1:PORT"."""
+def open_registry(model_path: Path, settings: ServeSettings | None = None) -> ModelRegistry:
+    """The models under `model_path`, opened on CPU, as the server opens them."""
     settings = settings or ServeSettings()
-    models = load_models(
-        model_path, providers=["CPUExecutionProvider"], max_batch_size=settings.max_batch_size
+    repository = ModelRepository(model_path, VersionPolicy.parse(settings.version_policy))
+    registry = ModelRegistry(repository, settings, ServeMetrics())
+    registry.open_all()
+    return registry
+
+
+def open_models(model_path: Path, max_batch_size: int = 32) -> dict[str, ServedModel]:
+    """The highest served version of each model under `model_path`, opened as the server
+    opens it (config.pbtxt applied), without batchers."""
+    registry = ModelRegistry(
+        ModelRepository(model_path), ServeSettings(max_batch_size=max_batch_size), ServeMetrics()
     )
+    models = {}
+    for name in registry.repository.names():
+        source = registry.repository.read(name)
+        models[name] = registry.open_version(source, source.versions[-1])
+    return models
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoints:
+    """A test server's REST address ("127.0.0.1:PORT"), gRPC address and registry."""
+
+    http: str
+    grpc: str
+    registry: ModelRegistry
+
+
+@contextlib.contextmanager
+def serving(model_path: Path, settings: ServeSettings | None = None) -> Iterator[Endpoints]:
+    """Serve `model_path` over REST and gRPC on free 127.0.0.1 ports in a thread."""
+    settings = settings or ServeSettings()
+    registry = open_registry(model_path, settings)
+    grpc_service = GrpcService(registry, settings, "127.0.0.1", 0)
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = build_server(create_app(models, settings), log_level="warning")
+    app = create_app(registry, settings, services=[grpc_service])
+    server = build_server(app, settings, log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     for _ in range(500):  # up to ~10 s for startup
@@ -136,7 +205,14 @@ def running_server(model_path: Path, settings: ServeSettings | None = None) -> I
     if not server.started:
         raise RuntimeError("test server did not start")
     try:
-        yield f"127.0.0.1:{port}"
+        yield Endpoints(f"127.0.0.1:{port}", f"127.0.0.1:{grpc_service.port}", registry)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def running_server(model_path: Path, settings: ServeSettings | None = None) -> Iterator[str]:
+    """Serve `model_path` on 127.0.0.1 (a free port) in a thread; yields "127.0.0.1:PORT"."""
+    with serving(model_path, settings) as endpoints:
+        yield endpoints.http

@@ -12,7 +12,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from nnspec.runtime.serve.app import ServeSettings
+from nnspec.runtime.serve.settings import ServeSettings
 from tests.serve.fixtures import (
     DIGIT_LABELS,
     make_any_size_model,
@@ -316,7 +316,7 @@ def test_full_queue_is_503_with_retry_after(model_dir):
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert "retry" in response.json()["error"]
-    assert 'nnspec_inference_requests_total{model="tiny",status="503"} 1.0' in text
+    assert 'nnspec_inference_requests_total{model="tiny",protocol="http",status="503"} 1.0' in text
 
 
 def test_tritonclient_sees_the_error_message(client):
@@ -330,9 +330,9 @@ def test_tritonclient_sees_the_error_message(client):
 def test_metrics_count_requests_by_status(server):
     _post(server, "/v2/models/tiny/infer", b"{oops")
     text = httpx.get(f"http://{server}/metrics").text
-    assert 'nnspec_inference_requests_total{model="tiny",status="400"}' in text
-    assert 'nnspec_inference_latency_seconds_count{model="tiny"}' in text
-    assert 'nnspec_queue_depth{model="tiny"} 0.0' in text
+    assert 'nnspec_inference_requests_total{model="tiny",protocol="http",status="400"}' in text
+    assert 'nnspec_inference_latency_seconds_count{model="tiny",protocol="http"}' in text
+    assert 'nnspec_queue_depth{model="tiny",version="1"} 0.0' in text
 
 
 @pytest.mark.parametrize(

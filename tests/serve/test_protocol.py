@@ -12,17 +12,15 @@ from onnx import TensorProto, helper, save
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from nnspec.compiler.errors import ServeError
-from nnspec.runtime.serve.models import load_models
-from nnspec.runtime.serve.protocol import (
+from nnspec.runtime.serve.inference import (
     ApiError,
     classify,
     deserialize_bytes,
-    parse_infer_request,
     serialize_bytes,
 )
-from tests.serve.fixtures import make_conv_model, make_two_input_model
-
-CPU = ["CPUExecutionProvider"]
+from nnspec.runtime.serve.protocol import parse_infer_request
+from tests.serve.fixtures import make_conv_model, make_two_input_model, open_registry
+from tests.serve.fixtures import open_models as load_models
 
 
 def test_bytes_layout_matches_tritonclient():
@@ -64,18 +62,18 @@ def test_finds_files_folders_and_triton_repositories(tmp_path):
     (repo / "pair" / "labels.txt").write_text("left\nmiddle\nright\n")
     make_conv_model(repo / "tiny.onnx", labels=None)
 
-    single = load_models(tmp_path / "flat.onnx", providers=CPU, max_batch_size=16)
+    single = load_models(tmp_path / "flat.onnx", max_batch_size=16)
     assert list(single) == ["flat"] and single["flat"].max_batch_size == 16
     assert single["flat"].labels[:2] == ["digit0", "digit1"]
 
-    models = load_models(repo, providers=CPU, max_batch_size=16)
+    models = load_models(repo, max_batch_size=16)
     assert sorted(models) == ["pair", "tiny"]
     assert models["pair"].version == "3"  # the highest version folder
     assert models["pair"].max_batch_size == 4  # config.pbtxt lowers the server's 16
     assert models["pair"].labels == ["left", "middle", "right"]
     assert models["tiny"].labels is None
 
-    one = load_models(repo / "pair", providers=CPU, max_batch_size=16)  # one model's folder
+    one = load_models(repo / "pair", max_batch_size=16)  # one model's folder
     assert list(one) == ["pair"] and one["pair"].version == "3"
 
 
@@ -89,7 +87,7 @@ def test_model_without_free_batch_dimension_is_never_merged(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     save(model, str(tmp_path / "fixed.onnx"))
-    served = load_models(tmp_path / "fixed.onnx", providers=CPU, max_batch_size=32)["fixed"]
+    served = load_models(tmp_path / "fixed.onnx", max_batch_size=32)["fixed"]
     assert not served.batchable and served.max_batch_size == 1
     assert served.metadata()["inputs"][0]["shape"] == [2, 3]
 
@@ -105,7 +103,7 @@ def test_model_without_free_batch_dimension_is_never_merged(tmp_path):
 )
 def test_unusable_model_paths_are_serve_errors(tmp_path, make, words):
     with pytest.raises(ServeError, match=words):
-        load_models(make(tmp_path), providers=CPU, max_batch_size=8)
+        open_registry(make(tmp_path))
 
 
 json_values = st.recursive(
@@ -148,7 +146,7 @@ requests = st.fixed_dictionaries(
 @pytest.fixture(scope="module")
 def pair_model(tmp_path_factory):
     path = make_two_input_model(tmp_path_factory.mktemp("pair") / "pair.onnx")
-    return load_models(path, providers=CPU, max_batch_size=8)["pair"]
+    return load_models(path, max_batch_size=8)["pair"]
 
 
 @settings(max_examples=150, deadline=None)

@@ -24,7 +24,8 @@ def tiny(tmp_path_factory):
 
 
 def _start(model, *options):
-    command = [sys.executable, "-m", "nnspec.runtime.cli", "serve", str(model), "--port", "0"]
+    command = [sys.executable, "-m", "nnspec.runtime.cli", "serve", str(model), "--port", "0",
+               "--grpc-port", "0"]  # fmt: skip
     process = subprocess.Popen(
         [*command, *options], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -59,7 +60,7 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(tiny):
                 pending.append(client.async_infer("tiny", [tensor]))
             for _ in range(1000):
                 if (
-                    'nnspec_queue_depth{model="tiny"} 6.0'
+                    'nnspec_queue_depth{model="tiny",version="1"} 6.0'
                     in httpx.get(f"http://{url}/metrics").text
                 ):
                     break
@@ -87,10 +88,33 @@ def test_port_in_use_is_a_clear_error(tiny, capsys):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        assert main(["serve", str(tiny), "--port", str(port)]) == 2
+        assert main(["serve", str(tiny), "--port", str(port), "--grpc-port", "0"]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
-def test_bad_option_values_are_usage_errors(tiny, capsys):
-    assert main(["serve", str(tiny), "--workers", "0"]) == 2
-    assert "--workers must be positive" in capsys.readouterr().err
+def test_grpc_port_in_use_is_a_clear_error(tiny, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["serve", str(tiny), "--port", "0", "--grpc-port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--grpc-port" in err
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--workers", "0"], "--workers must be positive"),
+        (["--instances", "0"], "--instances must be positive"),
+        (["--poll-seconds", "0"], "--poll-seconds must be positive"),
+        (["--header-timeout", "-1"], "--header-timeout must be positive"),
+        (["--max-connections", "0"], "--max-connections must be positive"),
+        (["--version-policy", "newest"], "--version-policy: version policy 'newest' is not one of"),
+        (["--port", "9000", "--grpc-port", "9000"], "give them different ports"),
+        (["--grpc-port", "70000"], "--grpc-port must be between 0 and 65535"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(tiny, capsys, options, words):
+    assert main(["serve", str(tiny), *options]) == 2
+    assert words in capsys.readouterr().err

@@ -17,7 +17,7 @@ from nnspec.compiler import build_model, load_spec
 from nnspec.runtime.cli import main
 from nnspec.runtime.export.exporter import export_onnx
 from nnspec.runtime.export.metadata import read_model_record
-from tests.serve.fixtures import onnxruntime_reference, running_server
+from tests.serve.fixtures import onnxruntime_reference, running_server, serving
 
 MULTILABEL = {
     "nnspec": 1, "name": "tags",
@@ -147,13 +147,26 @@ def test_serve_takes_image_files_and_refuses_contract_violations(models):
 
     expected = np.stack([image_to_input(open_image(e), spec.input) for e in encoded])
     (logits,) = onnxruntime_reference(models["seg"], {"input": expected})
-    with running_server(models["seg"]) as url:
+    with serving(models["seg"]) as endpoints:
+        url = endpoints.http
         client = httpclient.InferenceServerClient(url)
         tensor = httpclient.InferInput("input", [2], "BYTES")
         tensor.set_data_from_numpy(np.array(encoded, dtype=np.object_), binary_data=True)
         result = client.infer("seg", [tensor])
         np.testing.assert_array_equal(result.as_numpy("mask"), logits.argmax(1))
         client.close()
+        import tritonclient.grpc as triton_grpc
+
+        grpc_client = triton_grpc.InferenceServerClient(endpoints.grpc)
+        tensor = triton_grpc.InferInput("input", [2], "BYTES")
+        tensor.set_data_from_numpy(np.array(encoded, dtype=np.object_))
+        result = grpc_client.infer("seg", [tensor])
+        np.testing.assert_array_equal(result.as_numpy("mask"), logits.argmax(1))
+        bad = triton_grpc.InferInput("input", [1, 1, 8, 8], "FP32")
+        bad.set_data_from_numpy(np.full((1, 1, 8, 8), 5.0, np.float32))
+        with pytest.raises(Exception, match="outside the model's input range"):
+            grpc_client.infer("seg", [bad])
+        grpc_client.close()
         body = {"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES",
                             "data": [base64.b64encode(encoded[0]).decode()]}],
                 "outputs": [{"name": "mask"}]}  # fmt: skip
