@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         shape = "x".join(map(str, graph.output_shape))
         extra = ", ONNX export ok" if args.onnx else ""
-        task = graph.spec.task.type
-        print(f"{source}: ok ({len(graph.nodes)} layers, output {shape}, {task}{extra})")
+        task = graph.spec.task.type  # named when it is not the default
+        task = "" if task == "classification" else f", {task}"
+        print(f"{source}: ok ({len(graph.nodes)} layers, output {shape}{task}{extra})")
     return 2 if failed else 0
