@@ -16,6 +16,7 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    field_validator,
     model_validator,
 )
 
@@ -268,6 +269,51 @@ def _augment_entry(value):
     return {"type": name, **options}
 
 
+MonitorMode = Literal["auto", "min", "max"]
+"""`auto`: `min` for a loss or an error (`loss`, `mae`, `mse`, `rmse` in its name), else `max`
+(as Keras decides, extended to the regression task's error metrics)."""
+
+
+class BestConfig(_Strict):
+    """The per-epoch metric that picks the `best` checkpoint (the one final.json, eval and
+    export use). Ties on an accuracy fall to the loss of the same split (`val_accuracy` ->
+    `val_loss`)."""
+
+    metric: str | None = None
+    """Default: the task's validation metric (`val_accuracy` for classification)."""
+    mode: MonitorMode = "auto"
+
+
+class EarlyStoppingConfig(_Strict):
+    """Stop when `metric` has not improved by more than `min_delta` for `patience` epochs."""
+
+    metric: str | None = None
+    """Default: the metric of `train.best`."""
+    mode: MonitorMode = "auto"
+    patience: PositiveInt = 5
+    min_delta: NonNegativeFloat = 0.0
+
+
+class EmaConfig(_Strict):
+    """An exponential moving average of the weights (parameters and buffers), updated after
+    every optimizer step with timm's ModelEmaV3 rule: `ema = decay * ema + (1 - decay) * w`."""
+
+    decay: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9998
+    warmup: bool = False
+    """Ramp the decay up as `1 - (1 + t)^-warmup_power` (capped at `decay`), so early averages
+    are not dominated by the initial weights."""
+    warmup_power: PositiveFloat = 2 / 3
+
+
+class FreezeConfig(_Strict):
+    """Parameters matching `params` (glob patterns on a parameter name or on the id of a module
+    holding it, as in `optimizer.groups`) do not train; batch norms among them stay in eval
+    mode. `unfreeze_at_epoch: N` trains them from epoch N on (epochs count from 1)."""
+
+    params: list[str] = Field(min_length=1)
+    unfreeze_at_epoch: PositiveInt | None = None
+
+
 class TrainConfig(_Strict):
     """Per-spec training defaults; the matching `nnspec train` flags override them."""
 
@@ -284,8 +330,21 @@ class TrainConfig(_Strict):
     channels_last: bool = False
     compile: bool = False
     num_workers: Annotated[int, Field(ge=0)] = 0
+    accumulate: PositiveInt = 1
+    """Optimizer step every N batches (gradients summed over them): the effective batch is
+    batch_size x accumulate (x processes under torchrun)."""
+    ema: EmaConfig | None = None
+    best: BestConfig = Field(default_factory=BestConfig)
+    early_stopping: EarlyStoppingConfig | None = None
+    freeze: FreezeConfig | None = None
+    """A list of patterns is short for `{params: [...]}`."""
     augment: list[Annotated[AugmentConfig, BeforeValidator(_augment_entry)]] = Field(
         default_factory=list
     )
     """Training-only augmentation, applied in order to each training sample (torchvision
     transforms v2; masks move with their images); `mixup`/`cutmix` act on whole batches."""
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze_shorthand(cls, value):
+        return {"params": value} if isinstance(value, list) else value

@@ -97,3 +97,18 @@ def _long_modules_without_a_reason() -> list[str]:
 
 def test_no_module_is_long_without_saying_why():
     assert _long_modules_without_a_reason() == []
+
+
+def test_every_package_ships_in_the_wheel():
+    """pyproject.toml lists packages by hand (its package-dir maps three top-level folders into
+    `nnspec`): a sub-package left out would be missing from a non-editable install."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])  # fmt: skip
+    found = {
+        "nnspec." + ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("compiler", "runtime")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found <= listed, sorted(found - listed)

@@ -10,8 +10,7 @@ from nnspec.runtime.cli.arguments import add_spec_arguments, spec_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnspec.runtime.export.exporter import DEFAULT_OPSET
-    from nnspec.runtime.export.model_files import CHECKPOINTS
+    from nnspec.runtime.export.exporter import CHECKPOINTS, DEFAULT_OPSET
     from nnspec.runtime.export.triton_repo import DEFAULT_MAX_BATCH_SIZE
 
     parser.add_argument(
@@ -32,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--weights", metavar="W.safetensors", help="weights to load instead of a run checkpoint"
+    )
+    parser.add_argument(
+        "--ema",
+        action="store_true",
+        help="export the checkpoint's moving average of the weights (a run trained with "
+        "train.ema)",
     )
     parser.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ai.onnx opset (default {DEFAULT_OPSET})"
@@ -85,11 +90,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from nnspec.runtime.export.exporter import export_onnx
-    from nnspec.runtime.export.model_files import build_for_export, locate_model_files
+    from nnspec.runtime.export.exporter import build_for_export, export_onnx, locate_model_files
 
     batch = _parse_batch(args.batch)
-    files = locate_model_files(args.source, checkpoint=args.checkpoint, weights=args.weights)
+    files = locate_model_files(
+        args.source, checkpoint=args.checkpoint, weights=args.weights, ema=args.ema
+    )
     spec = spec_from_args(args, source=str(files.spec))
     model = build_for_export(spec, files)
     output = Path(args.output or f"{spec.name}.onnx")
@@ -112,8 +118,7 @@ def _export(args: argparse.Namespace) -> int:
 
     served = result.path
     if args.quantize:
-        from nnspec.runtime.export.exporter import model_normalization, sample_shape
-        from nnspec.runtime.export.model_files import is_run_dir
+        from nnspec.runtime.export.exporter import is_run_dir, model_normalization, sample_shape
         from nnspec.runtime.export.quantize import export_int8, quantization_data
 
         run_source = _run_data_source(spec) if is_run_dir(args.source) else None
@@ -135,7 +140,25 @@ def _export(args: argparse.Namespace) -> int:
             served, args.triton_repo, spec.name, max_batch_size=args.max_batch_size, labels=labels
         )
         print(f"  Triton model repository: {model_dir}")
+    _track_export(args.source, result.path)
     return 0
+
+
+def _track_export(source: str, path: Path) -> None:
+    """Add the ONNX file to the trackers the run used (MLflow, W&B); a tracker that cannot be
+    reached costs a warning, not the export."""
+    from nnspec.runtime.export.exporter import is_run_dir
+    from nnspec.runtime.train.tracking.session import log_run_artifact
+
+    if not is_run_dir(source):
+        return
+    try:
+        names = log_run_artifact(Path(source), path)
+    except Exception as error:  # noqa: BLE001 (any tracker failure; the export itself is done)
+        print(f"  warning: could not add {path.name} to the run's trackers: {error}")
+        return
+    if names:
+        print(f"  tracked as an artifact in: {', '.join(names)}")
 
 
 def _parse_batch(text: str) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnspec.compiler.errors import UsageError
 from nnspec.runtime.cli.arguments import add_spec_arguments, spec_from_args
 
 
@@ -42,12 +43,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bar (default: on a terminal only)",
+        help="progress bar with ETA (default: on a terminal only)",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="WEIGHTS",
+        help="start from these weights, matched by spec id and shape: W.safetensors, a run "
+        "directory (its best checkpoint) or a .pth state_dict",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --init-from: fail unless every tensor fits (no missing, unexpected or "
+        "shape-skipped ones)",
+    )
+    parser.add_argument(
+        "--track",
+        action="append",
+        default=[],
+        metavar="TRACKER[:TARGET]",
+        help="also track in mlflow[:URI] (default: local store mlruns/) or "
+        "wandb[:[ENTITY/]PROJECT] (offline without a W&B login); repeatable",
     )
     add_spec_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from nnspec.runtime.train.tracking.session import parse_track
     from nnspec.runtime.train.trainer import TrainOptions, train
 
     spec = spec_from_args(args)
@@ -63,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         device=args.device,
         progress=args.progress,
+        init_from=args.init_from,
+        strict=args.strict,
+        track=args.track,
     )
+    if args.strict and args.init_from is None:
+        raise UsageError("--strict applies to --init-from; give the weights to start from")
+    parse_track(args.track)  # a misspelt tracker fails before any work
     train(spec, options)
     return 0

@@ -20,9 +20,10 @@ Public API:
 from nnspec.runtime.common.lazy import lazy_exports
 
 _EXPORTS = {
-    "export_onnx": "exporter", "ExportResult": "exporter", "build_for_export": "model_files",
-    "dry_run_export": "exporter", "is_run_dir": "model_files", "load_weights": "model_files",
-    "read_normalization": "model_files", "locate_model_files": "model_files",
+    "export_onnx": "exporter", "ExportResult": "exporter", "build_for_export": "exporter",
+    "dry_run_export": "exporter", "is_run_dir": "run_files", "load_weights": "exporter",
+    "locate_model_files": "run_files",
+    "read_normalization": "exporter",
     "read_model_record": "metadata", "ModelRecord": "metadata",
     "fold_batchnorm": "fold_bn", "plan_batchnorm_folding": "fold_bn",
     "verify_parity": "verify", "check_onnx_file": "verify",

@@ -24,6 +24,12 @@ from torch import nn
 from nnspec.compiler.errors import ExportError, UsageError
 from nnspec.runtime.export.fold_bn import FoldPlan, fold_batchnorm, plan_batchnorm_folding
 from nnspec.runtime.export.metadata import INPUTS, LABELS, NORMALIZE, TASK
+from nnspec.runtime.export.run_files import (  # noqa: F401 (their home before run_files.py)
+    CHECKPOINTS,
+    RunFiles,
+    is_run_dir,
+    locate_model_files,
+)
 from nnspec.runtime.export.verify import ParityReport, check_onnx_file, verify_parity
 
 DEFAULT_OPSET = 18
@@ -53,6 +59,92 @@ class ExportResult:
     @property
     def size_bytes(self) -> int:
         return self.path.stat().st_size
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a safetensors state_dict into `model`, refusing any missing or extra tensor.
+
+    Raises:
+        UsageError: the file is unreadable or does not fit the model.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise UsageError(f"cannot read weights {str(path)!r}: {error}") from error
+    expected = model.state_dict()
+    problems = {
+        "missing": sorted(expected.keys() - state.keys()),
+        "unexpected": sorted(state.keys() - expected.keys()),
+        "wrong shape": [
+            f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+            for k, v in state.items()
+            if k in expected and v.shape != expected[k].shape
+        ],
+    }
+    if any(problems.values()):
+        details = [
+            f"    {title}: "
+            + ", ".join(keys[:5])
+            + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+            for title, keys in problems.items()
+            if keys
+        ]
+        raise UsageError(
+            f"weights {str(path)!r} do not fit the spec's model\n" + "\n".join(details)
+        )
+    model.load_state_dict(state)
+
+
+def read_normalization(path: str | Path) -> tuple[list[float], list[float]] | None:
+    """(mean, std) from a run's `normalization.json`, or None when it records none.
+
+    Raises:
+        UsageError: the file holds something else.
+    """
+    data = json.loads(Path(path).read_text())
+    # Training writes {"mean": null, "std": null, "source": "none"} for a spec without one.
+    if not data or data.get("mean") is None:
+        return None
+    try:
+        return [float(v) for v in data["mean"]], [float(v) for v in data["std"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(
+            f"{path}: expected {{'mean': [...], 'std': [...]}}, got {json.dumps(data)[:200]}"
+        ) from error
+
+
+def build_for_export(spec, files: RunFiles) -> nn.Module:
+    """The CompiledModel of `spec` with the run's weights, normalisation and task state (a
+    regression model trained on standardised targets answers in the targets' units), in eval
+    mode.
+
+    Raises:
+        SpecError: the network's output cannot serve the spec's task (located).
+    """
+    from nnspec.compiler import build_model
+    from nnspec.compiler.errors import SpecError
+    from nnspec.compiler.task_check import output_task_problems
+    from nnspec.runtime.train.evaluate import read_task_state
+    from nnspec.runtime.train.tasks import make_task
+
+    model = build_model(spec)
+    problems = output_task_problems(model.graph)
+    if problems:
+        raise SpecError(problems)
+    if files.weights is not None:
+        load_weights(model, files.weights)
+    if files.normalization is not None:
+        stats = read_normalization(files.normalization)
+        if stats is not None:
+            model.set_normalization(*stats)
+    if files.run_dir is not None:
+        task = make_task(spec, model.graph.output_shape)
+        task.restore(read_task_state(files.run_dir))
+        task.prepare_model(model)
+    return model.eval()
 
 
 def onnx_metadata(model: nn.Module) -> dict[str, str]:

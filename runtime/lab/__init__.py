@@ -5,6 +5,7 @@ Public API:
     spec_statistics(...)                     activations/gradients at init (`nnspec init-stats`)
     model_spectrum(...)                      top Hessian eigenvalues and trace (`nnspec hessian`)
     run_sweep(settings) / parse_grid(...)    grids of overrides x seeds (`nnspec sweep`)
+    execute_sweep(backend, runs, out, ...)   the grid on a backend: local, Ray Tune
     load_experiment / run_experiment         the lecture's claims (`nnspec experiments`)
     build_report(paths, out)                 self-contained HTML report (`nnspec report`)
     graph_to_dot / render_svg                Graphviz drawings (`nnspec graph`)
@@ -16,6 +17,7 @@ _EXPORTS = {
     "lint": "lint", "Finding": "lint", "spec_statistics": "init_stats",
     "model_spectrum": "hessian", "estimate_spectrum": "hessian",
     "run_sweep": "sweep", "parse_grid": "sweep", "SweepSettings": "sweep",
+    "execute_sweep": "sweep", "BackendOptions": "sweep", "BACKENDS": "sweep",
     "load_experiment": "experiments", "run_experiment": "experiments",
     "build_report": "report", "graph_to_dot": "graph_draw", "render_svg": "graph_draw",
     "torchvision_figures": "zoo_reference",

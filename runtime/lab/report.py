@@ -31,6 +31,7 @@ INIT_STATS_FILE = "init_stats.json"
 SWEEP_COLUMNS = (
     "test_accuracy",
     "test_loss",
+    "test_ema_accuracy",
     "best_val_accuracy",
     "last_train_loss",
     "last_train_accuracy",

@@ -3,13 +3,19 @@
 A sweep directory holds one run directory per (grid point, seed), named
 `<point>/seed<N>`, plus `sweep.json` (the plan), `results.json` and `results.csv`. A run that
 already has `final.json` is finished and is skipped when the sweep is run again, so an
-interrupted sweep resumes where it stopped. Scheduling across machines is left to existing
-tools (a job array of the `nnspec train` commands the plan lists, or Ray Tune).
+interrupted sweep resumes where it stopped.
+
+The runs are executed by a backend from `BACKENDS`: `local` (this module: `nnspec train`
+processes, N at a time) or `ray` (sweep_ray.py: Ray Tune trials calling the same `train()` on
+a local Ray instance or a cluster). Both write the same run directories, so the table and
+`nnspec report` do not depend on the backend.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import importlib
 import itertools
 import json
 import math
@@ -20,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnspec.compiler.errors import UsageError
@@ -53,7 +59,7 @@ class PlannedRun:
 @dataclass
 class RunOutcome:
     run: PlannedRun
-    status: str  # "done", "skipped" (finished earlier) or "failed"
+    status: str  # "done", "stopped" (by a scheduler), "skipped" (finished earlier) or "failed"
     returncode: int = 0
     seconds: float = 0.0
 
@@ -65,7 +71,35 @@ class SweepSettings:
     spec: str
     epochs: int | None = None
     data: str | None = None
-    extra_args: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    """`--set PATH=VALUE` overrides shared by every run (after the grid point's own)."""
+    track: list[str] = field(default_factory=list)
+    """`--track` values passed to every run."""
+
+
+@dataclass
+class BackendOptions:
+    """How a backend executes the runs (the local backend uses `parallel` only)."""
+
+    parallel: int | None = None
+    """Runs at once; None: 1 locally, as many as the Ray cluster's resources allow."""
+    address: str | None = None
+    """A Ray cluster to join (`ray://host:10001`, `auto`); None: start a local instance."""
+    scheduler: str | None = None
+    """`asha`: stop poor trials early (Ray Tune's ASHAScheduler)."""
+    metric: str = "val_accuracy"
+    mode: str = "auto"
+    grace_period: int = 1
+    """Epochs every trial runs before ASHA may stop it."""
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+
+# backend name -> "module:function" running (runs, out_dir, settings, options, on_outcome)
+BACKENDS: dict[str, str] = {
+    "local": "nnspec.runtime.lab.sweep:run_local",
+    "ray": "nnspec.runtime.lab.sweep_ray:run_ray",
+}
 
 
 def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
@@ -126,11 +160,77 @@ def train_command(settings: SweepSettings, run: PlannedRun, run_dir: Path) -> li
         command += ["--epochs", str(settings.epochs)]
     if settings.data:
         command += ["--data", settings.data]
-    for override in run.point.overrides:
+    for override in [*run.point.overrides, *settings.overrides]:
         command += ["--set", override]
-    if (run_dir / "checkpoints" / "last.safetensors").exists():
+    for tracker in settings.track:
+        command += ["--track", tracker]
+    if has_checkpoint(run_dir):
         command.append("--resume")  # interrupted earlier: continue instead of starting over
-    return command + list(settings.extra_args)
+    return command
+
+
+def train_call(settings: SweepSettings, run: PlannedRun, run_dir: Path):
+    """(spec, TrainOptions) of one run for `nnspec.runtime.train.train`: the same run as
+    `train_command`, in this process."""
+    from nnspec.compiler import load_spec
+    from nnspec.runtime.train.options import TrainOptions
+
+    spec = load_spec(settings.spec, overrides=[*run.point.overrides, *settings.overrides])
+    options = TrainOptions(
+        data=settings.data,
+        epochs=settings.epochs,
+        seed=run.seed,
+        out=run_dir,
+        resume=has_checkpoint(run_dir),
+        progress=False,
+        track=list(settings.track),
+    )
+    return spec, options
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / "checkpoints" / "last.safetensors").exists()
+
+
+def execute_sweep(
+    backend: str,
+    runs: Sequence[PlannedRun],
+    out_dir: Path,
+    settings: SweepSettings,
+    options: BackendOptions,
+    on_outcome: Callable[[RunOutcome], None] | None = None,
+) -> list[RunOutcome]:
+    """Run the sweep's unfinished runs with a backend of `BACKENDS`.
+
+    Raises:
+        UsageError: an unknown backend, or options the backend does not take.
+    """
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown sweep backend {backend!r}; choose {', '.join(BACKENDS)}")
+    module, _, function = BACKENDS[backend].partition(":")
+    run = getattr(importlib.import_module(module), function)
+    return run(runs, Path(out_dir), settings, options, on_outcome)
+
+
+
+def run_local(
+    runs: Sequence[PlannedRun],
+    out_dir: Path,
+    settings: SweepSettings,
+    options: BackendOptions,
+    on_outcome: Callable[[RunOutcome], None] | None = None,
+) -> list[RunOutcome]:
+    """The local backend: `nnspec train` processes, `options.parallel` at a time."""
+    ray_only = [
+        name
+        for name, value in (("--address", options.address), ("--scheduler", options.scheduler))
+        if value is not None
+    ]
+    if ray_only:
+        raise UsageError(f"{', '.join(ray_only)} needs --backend ray")
+    parallel = options.parallel or 1
+    runner = subprocess_runner(settings, single_thread=parallel > 1)
+    return run_sweep(runs, out_dir, runner, parallel, on_outcome=on_outcome)
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -196,7 +296,7 @@ def write_plan(out_dir: Path, settings: SweepSettings, runs: Sequence[PlannedRun
     """`sweep.json`: the settings and every run's command, so the sweep can be re-created."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = {
-        "settings": asdict(settings),
+        "settings": dataclasses.asdict(settings),
         "runs": [
             {
                 "dir": r.relative_dir,

@@ -6,7 +6,8 @@
     final["test_accuracy"]
 
 Public API:
-    train(spec, options, log=print) -> dict     the run's final metrics (final.json)
+    train(spec, options, log=print, on_epoch=None) -> dict   the run's final metrics (final.json)
+    finish_run(spec, options, reason)            end a run at its checkpoint, test it
     TrainOptions                                 what the command line sets
     evaluate_run(run_dir, data=, split=, ...)    `nnspec eval`
     load_trained_model(run_dir, checkpoint=)     (model in eval mode, spec)
@@ -19,12 +20,16 @@ Public API:
     save_checkpoint / load_checkpoint            crash-safe safetensors checkpoints
     import_torchvision_weights                   `nnspec import-weights`
     Distributed                                  this process's place in a torchrun job
+    init_from_weights(model, source, strict=)    `--init-from`: load by spec id and shape
+    ModelEma                                     `train.ema` (timm's ModelEmaV3 rule)
+    log_run_artifact(run_dir, path)              a file into the trackers of a run
 """
 
 from nnspec.runtime.common.lazy import lazy_exports
 
 _EXPORTS = {
-    "train": "trainer", "training_loss": "loop", "EpochLoop": "loop", "TrainOptions": "options",
+    "train": "trainer", "finish_run": "trainer", "training_loss": "loop",
+    "TrainOptions": "options",
     "evaluate": "evaluate", "evaluate_run": "evaluate", "load_trained_model": "evaluate",
     "DataSplits": "data", "DataRequest": "data", "load_data": "data", "load_spec_data": "data",
     "make_loader": "data", "make_task": "tasks", "Task": "tasks", "TASKS": "tasks",
@@ -33,6 +38,8 @@ _EXPORTS = {
     "Checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "import_torchvision_weights": "weights", "map_state_dict": "weights",
     "Distributed": "distributed", "choose_run_dir": "run_dir", "resolve_device": "device",
+    "init_from_weights": "finetune", "InitReport": "finetune", "ModelEma": "ema",
+    "log_run_artifact": "tracking.session",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

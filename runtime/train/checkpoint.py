@@ -4,7 +4,10 @@ A checkpoint `NAME` in a directory is three files:
 
 - `NAME.safetensors`: the model's weights (state_dict keys are spec ids),
 - `NAME.state.safetensors`: optimizer state tensors and RNG states,
-- `NAME.json`: step, epoch, metrics, optimizer hyper-parameters, and a commit token.
+- `NAME.<extra>.safetensors`: further weights saved with it, e.g. `NAME.ema.safetensors` (the
+  moving average of the weights),
+- `NAME.json`: step, epoch, metrics, optimizer hyper-parameters, the extras' names, and a
+  commit token.
 
 Saving writes the two tensor files as `*.new`, then replaces `NAME.json` atomically: that
 replace is the commit. Only then are the `*.new` files renamed into place. Loading rolls a
@@ -21,7 +24,8 @@ import json
 import os
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -45,6 +49,8 @@ class Checkpoint:
     rng: dict[str, torch.Tensor]
     info: dict
     """Whatever the caller passed as `info` when saving (step, epoch, metrics...)."""
+    extra_weights: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """Further state_dicts saved with the checkpoint, by name (`ema`)."""
 
 
 def save_checkpoint(
@@ -53,22 +59,29 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
     info: dict,
+    extra_weights: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> None:
-    """Write checkpoint `name` (weights, optimizer state, RNG states, `info`) atomically."""
+    """Write checkpoint `name` (weights, optimizer state, RNG states, `info`, and any
+    `extra_weights` state_dicts by name) atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
     weights = {k: _host_copy(v) for k, v in model.state_dict().items()}
     tensors, optimizer_json = _split_optimizer_state(optimizer)
     tensors.update({f"rng.{k}": v for k, v in capture_rng().items()})
+    files = [(WEIGHTS_SUFFIX, weights), (STATE_SUFFIX, tensors)]
+    extras = sorted(extra_weights or {})
+    for extra in extras:
+        state = {k: _host_copy(v) for k, v in extra_weights[extra].items()}
+        files.append((_extra_suffix(extra), state))
     pending = []
     try:
-        for suffix, content in ((WEIGHTS_SUFFIX, weights), (STATE_SUFFIX, tensors)):
+        for suffix, content in files:
             path = directory / f"{name}{suffix}.new"
             pending.append(path)
             _save_tensors(content, path, token)
             _fsync(path)
-        record = {"token": token, "info": info, "optimizer": optimizer_json}
+        record = {"token": token, "info": info, "optimizer": optimizer_json, "extra": extras}
         write_json_atomic(directory / f"{name}.json", record)
     except OSError:
         for path in pending:  # not committed: the previous checkpoint stays as it was
@@ -86,13 +99,31 @@ def load_checkpoint(directory: Path, name: str) -> Checkpoint:
     try:
         weights = load_file(str(directory / f"{name}{WEIGHTS_SUFFIX}"))
         tensors = load_file(str(directory / f"{name}{STATE_SUFFIX}"))
+        extra = {
+            e: load_file(str(directory / f"{name}{_extra_suffix(e)}")) for e in _extras(record)
+        }
     except SafetensorError as e:
         raise DataError(f"checkpoint {name!r} in {directory} cannot be read: {e}\n    hint: "
                         "the file was damaged after it was written; restore it or start a "
                         "new run") from None
     rng = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
     optimizer_state = _join_optimizer_state(record["optimizer"], tensors)
-    return Checkpoint(weights, optimizer_state, rng, record["info"])
+    return Checkpoint(weights, optimizer_state, rng, record["info"], extra)
+
+
+def extra_weights_path(directory: Path, name: str, extra: str) -> Path:
+    """The file of checkpoint `name`'s extra weights `extra` (finishing an interrupted save).
+
+    Raises:
+        DataError: the checkpoint is missing or holds no such extra weights.
+    """
+    record = complete_checkpoint(directory, name)
+    if extra not in _extras(record):
+        raise DataError(
+            f"checkpoint {name!r} in {directory} holds no {extra!r} weights (it has: "
+            f"{', '.join(_extras(record)) or 'none'})",
+        )
+    return Path(directory) / f"{name}{_extra_suffix(extra)}"
 
 
 def checkpoint_names(directory: Path) -> list[str]:
@@ -113,9 +144,10 @@ def complete_checkpoint(directory: Path, name: str) -> dict:
     try:
         record = json.loads(read_text_capped(record_path, MAX_RECORD_BYTES))
         token = record["token"]
+        extras = _extras(record)
     except (UnreadableFile, ValueError, KeyError, TypeError) as e:
         raise DataError(f"checkpoint record {record_path} cannot be read: {e}") from None
-    for suffix in (WEIGHTS_SUFFIX, STATE_SUFFIX):
+    for suffix in (WEIGHTS_SUFFIX, STATE_SUFFIX, *map(_extra_suffix, extras)):
         final = directory / f"{name}{suffix}"
         pending = final.with_name(final.name + ".new")
         if pending.exists() and _token_of(pending) == token:
@@ -177,6 +209,24 @@ def _save_tensors(content: dict[str, torch.Tensor], path: Path, token: str) -> N
         code = re.search(r"os error (\d+)", str(e))
         number = int(code.group(1)) if code else errno.EIO
         raise OSError(number, os.strerror(number), str(path)) from e
+
+
+def _extra_suffix(extra: str) -> str:
+    return f".{extra}{WEIGHTS_SUFFIX}"
+
+
+def _extras(record: dict) -> list[str]:
+    """The extra weights a record names (none in checkpoints from before extras existed).
+
+    Raises:
+        ValueError: a name that is not a plain word (a record edited to point elsewhere).
+    """
+    extras = record.get("extra", [])
+    if not isinstance(extras, list) or not all(
+        isinstance(e, str) and re.fullmatch(r"[a-z0-9_]{1,32}", e) for e in extras
+    ):
+        raise ValueError(f"'extra' must list plain names, got {str(extras)[:100]}")
+    return extras
 
 
 def _host_copy(tensor: torch.Tensor) -> torch.Tensor:

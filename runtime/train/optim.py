@@ -86,12 +86,19 @@ def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict]:
 
 def _claiming_group(name: str, config: OptimizerConfig) -> int:
     """Index of the first `groups` entry whose pattern matches `name` or a module id above it."""
-    parts = name.split(".")
-    candidates = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
     for index, group in enumerate(config.groups):
-        if any(fnmatchcase(c, p) for p in group.params for c in candidates):
+        if matches_id(name, group.params):
             return index
     return -1
+
+
+def matches_id(name: str, patterns: list[str]) -> bool:
+    """True when a glob pattern matches `name` (a parameter name or module id) or the id of a
+    module above it: `classifier` matches `classifier.weight`, `stage1.*` matches
+    `stage1.conv1.weight`."""
+    parts = name.split(".")
+    candidates = [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+    return any(fnmatchcase(c, p) for p in patterns for c in candidates)
 
 
 def _exempt_from_decay(name: str, in_norm_layer: bool, patterns: list[str]) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from nnspec.compiler.training_schema import TrainConfig
@@ -25,6 +25,13 @@ class TrainOptions:
     device: str = "auto"
     progress: bool | None = None
     """Draw a progress bar; None: only when stderr is a terminal."""
+    init_from: Path | None = None
+    """Weights to start from (W.safetensors, a run directory, a .pth state_dict), matched by
+    spec id and shape; ignored when resuming (the checkpoint has the weights)."""
+    strict: bool = False
+    """With `init_from`: refuse any tensor that does not fit instead of skipping it."""
+    track: list[str] = field(default_factory=list)
+    """Experiment trackers besides TensorBoard: `mlflow[:URI]`, `wandb[:[ENTITY/]PROJECT]`."""
 
     def setting_overrides(self) -> dict:
         names = set(TrainConfig.model_fields)

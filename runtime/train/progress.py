@@ -1,19 +1,37 @@
-"""A one-line progress bar for terminals; silent elsewhere, where callers print plain lines."""
+"""The per-epoch progress bar: tqdm on a terminal (rate, elapsed and ETA), nothing elsewhere,
+where the trainer's plain per-epoch lines are the log."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TextIO
 
 
 class ProgressBar:
-    """`[#####.....] 12/40 loss 0.41 3.2 it/s`, redrawn in place; a no-op unless `enabled`."""
+    """`epoch 3/12  45%|####5     | 18/40 [00:02<00:02, 8.1batch/s, loss 0.4123]`, redrawn
+    in place and cleared when the epoch ends; a no-op unless `enabled`."""
 
-    def __init__(self, total: int, label: str, enabled: bool, stream: TextIO = sys.stderr):
-        self.total, self.label, self.enabled, self.stream = total, label, enabled, stream
-        self.done = 0
-        self.started = time.perf_counter()
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        enabled: bool,
+        stream: TextIO = sys.stderr,
+        min_interval: float = 0.25,
+    ):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total,
+                desc=label,
+                file=stream,
+                leave=False,
+                unit="batch",
+                dynamic_ncols=True,
+                mininterval=min_interval,
+            )
 
     @staticmethod
     def wanted(stream: TextIO = sys.stderr) -> bool:
@@ -21,19 +39,10 @@ class ProgressBar:
         return hasattr(stream, "isatty") and stream.isatty()
 
     def update(self, steps: int = 1, note: str = "") -> None:
-        self.done += steps
-        if not self.enabled:
-            return
-        width = 24
-        filled = width * self.done // max(self.total, 1)
-        rate = self.done / max(time.perf_counter() - self.started, 1e-9)
-        bar = "#" * filled + "." * (width - filled)
-        self.stream.write(
-            f"\r{self.label} [{bar}] {self.done}/{self.total} {note} {rate:.1f} it/s\x1b[K"
-        )
-        self.stream.flush()
+        if self.bar is not None:
+            self.bar.set_postfix_str(note, refresh=False)
+            self.bar.update(steps)
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()

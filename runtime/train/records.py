@@ -1,17 +1,6 @@
-"""How a run reports itself: the per-epoch log line, the final metrics line, and the
-TensorBoard tag of each record key."""
+"""How a run reports itself in its log: the per-epoch line and the metrics line."""
 
 from __future__ import annotations
-
-
-def tensorboard_tag(key: str) -> str:
-    """`train_loss` -> `train/loss`, `lr` -> `optimizer/lr`, `epoch_seconds` -> `speed/...`."""
-    for prefix in ("train_", "val_"):
-        if key.startswith(prefix):
-            return f"{prefix[:-1]}/{key[len(prefix) :]}"
-    if key in ("lr", "momentum"):
-        return f"optimizer/{key}"
-    return f"speed/{key}"
 
 
 def epoch_line(record: dict, epochs: int, task) -> str:

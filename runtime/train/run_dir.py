@@ -13,6 +13,8 @@ from nnspec.compiler.paths import child_path
 from nnspec.runtime.train.checkpoint import MAX_RECORD_BYTES, checkpoint_exists, write_text_atomic
 from nnspec.runtime.train.options import TrainOptions
 
+METRICS_FILE = "metrics.jsonl"
+
 
 def choose_run_dir(name: str, options: TrainOptions) -> Path:
     """`--out` as given; else `runs/NAME`, numbered `runs/NAME-2`, ... for each new run, and
@@ -70,3 +72,18 @@ def read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise UsageError(f"{path} cannot be read: expected a JSON object")
     return data
+
+
+def read_history(run_dir: Path, epoch: int) -> list[dict]:
+    """The records of metrics.jsonl up to `epoch` (what trackers replay on resume)."""
+    path = Path(run_dir) / METRICS_FILE
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [r for r in map(parse_record, lines) if r and r["epoch"] <= epoch]
+
+
+def run_name(run_dir: Path) -> str:
+    """`digits_cnn-2`; inside a sweep `lr=0.1/seed0` (the seed alone would not say which)."""
+    run_dir = Path(run_dir)
+    if run_dir.name.startswith("seed"):
+        return f"{run_dir.parent.name}/{run_dir.name}"
+    return run_dir.name

@@ -3,21 +3,24 @@
 The run directory holds `spec.yaml` (resolved: concrete normalisation, effective `train:`
 settings, class labels), `normalization.json`, `task.json` (the task's record and what it
 learnt from the data), `run.json` (spec hash and settings, for `--resume` and `nnspec eval`),
-`metrics.jsonl`, `tb/` (TensorBoard), `checkpoints/` (`last` and `best`, see checkpoint.py)
-and `final.json`. The task (runtime/train/tasks/) decides the loss, targets, metrics and which
-validation metric picks `best`; the epoch itself runs in loop.py.
+`metrics.jsonl`, `tb/` (TensorBoard), `tracking.json` (the tracker runs, see tracking/),
+`init_from.json` (what `--init-from` loaded), `checkpoints/` (`last` and `best`, see
+checkpoint.py) and `final.json`. The spec's task (tasks/) decides the loss, the targets, the
+metrics and the default metric that picks `best`.
 
 Under `torchrun` (RANK and WORLD_SIZE set) the same code runs DDP: one process per device, a
 distributed sampler, `--batch-size` per process, and only rank 0 writing files.
 
 Size: `_Run` is the training session; its steps (set-up, resume, epoch, end-of-epoch
 checkpoint, finish) share the run's state. Everything that does not need that state lives in
-its own module (options, run_dir, distributed, device, data, augment, tasks, loop, optim,
-schedules, checkpoint, records).
+its own module (options, run_dir, distributed, device, data, augment, tasks, loop, records,
+optim, schedules, checkpoint, finetune, recipes, tracking).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -29,11 +32,10 @@ import torch
 import yaml
 from torch import nn
 
-from nnspec.compiler.errors import TrainingError, UsageError
+from nnspec.compiler.errors import UsageError
 from nnspec.compiler.training_schema import OptimizerConfig, ScheduleConfig, TrainConfig
 from nnspec.runtime.train.augment import augment_training_split
 from nnspec.runtime.train.checkpoint import (
-    checkpoint_exists,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
@@ -49,37 +51,54 @@ from nnspec.runtime.train.data import (
 )
 from nnspec.runtime.train.device import resolve_device
 from nnspec.runtime.train.distributed import Distributed
+from nnspec.runtime.train.early_stopping import Monitor
 from nnspec.runtime.train.evaluate import TASK_FILE, evaluate, read_task_state, spec_section
 from nnspec.runtime.train.failures import is_out_of_memory, memory_failure, storage_failure
-from nnspec.runtime.train.loop import EpochLoop, training_loss
+from nnspec.runtime.train.loop import Session, metric_names, train_epoch, training_loss
 from nnspec.runtime.train.optim import build_optimizer
 from nnspec.runtime.train.options import TrainOptions
 from nnspec.runtime.train.progress import ProgressBar
-from nnspec.runtime.train.records import epoch_line, metric_text, tensorboard_tag
+from nnspec.runtime.train.recipes import EMA, Recipes
+from nnspec.runtime.train.records import epoch_line, metric_text
 from nnspec.runtime.train.run_dir import choose_run_dir, read_json, reconcile_metrics
 from nnspec.runtime.train.schedules import Schedule
 from nnspec.runtime.train.tasks import Task, make_task
 
-__all__ = ["FRESH_STATE", "TrainOptions", "train", "training_loss"]
-
 EVAL_BATCH_SIZE = 256
 # What a run's checkpoints carry as "state"; a new run starts from this.
-FRESH_STATE = {
-    "epoch": 0,
-    "step": 0,
-    "best_epoch": 0,
-    "best_val_score": None,  # the task's monitored validation metric; None: no epoch yet
-    "best_val_loss": math.inf,
-    "train_seconds": 0.0,
-}
+FRESH_STATE = {"epoch": 0, "step": 0, "best_epoch": 0, "train_seconds": 0.0}
+__all__ = ["train", "finish_run", "training_loss", "TrainOptions"]
+EpochHook = Callable[[dict], "str | None"]
 
 
-def train(spec, options: TrainOptions, log: Callable[[str], None] = print) -> dict:
+def train(
+    spec,
+    options: TrainOptions,
+    log: Callable[[str], None] = print,
+    on_epoch: EpochHook | None = None,
+) -> dict:
     """Train `spec` (a loaded Spec) as `options` say; return what `final.json` holds.
+
+    `on_epoch(record)` is called on rank 0 after each epoch's checkpoint with the epoch's
+    metrics (what metrics.jsonl gets); a string it returns stops training there, as early
+    stopping would, and is recorded as `stop_reason` in final.json.
 
     Raises UsageError (bad options, an existing run without --resume), DataError (data missing
     or not fitting the spec), TrainingError (a non-finite loss; the last good checkpoint stays).
     """
+    return _session(spec, options, log, lambda run: run.execute(on_epoch))
+
+
+def finish_run(spec, options: TrainOptions, reason: str, log: Callable[[str], None] = print) -> dict:
+    """End the run in `options.out` at its `last` checkpoint without training further: test
+    its `best` checkpoint and write final.json with `stop_reason` (what a sweep does for the
+    trials its scheduler stopped). Returns final.json."""
+    options = dataclasses.replace(options, resume=True)
+    return _session(spec, options, log, lambda run: run.execute(None, stop_reason=reason))
+
+
+def _session(spec, options: TrainOptions, log, body) -> dict:
+    """Run `body(_Run)` inside this process's place in a torchrun job (if any)."""
     ctx = Distributed.from_env()
     if ctx.active and options.device == "auto" and torch.cuda.is_available():
         device = torch.device("cuda", ctx.local_rank)
@@ -91,7 +110,7 @@ def train(spec, options: TrainOptions, log: Callable[[str], None] = print) -> di
     run = None
     try:
         run = _Run(spec, options, ctx, device, log if ctx.is_main else _quiet)
-        return run.execute()
+        return body(run)
     except OSError as error:  # disk full, permission denied, a file that vanished
         raise storage_failure(error, run.checkpoints if run else None) from error
     except (MemoryError, RuntimeError) as error:
@@ -146,7 +165,7 @@ class _Run:
             raise UsageError(value)
         return Path(value)
 
-    def execute(self) -> dict:
+    def execute(self, on_epoch: EpochHook | None, stop_reason: str | None = None) -> dict:
         from nnspec.compiler import build_model
 
         settings, ctx = self.settings, self.ctx
@@ -155,16 +174,18 @@ class _Run:
         self.task = task = make_task(self.spec, output_shape)
         data = load_spec_data(self.spec, settings.data, settings, output_shape)
         task.check_data(model.graph, data)
-        task_state = self._fit_task(task, data)
+        self.task_state = self._fit_task(task, data)
         task.prepare_model(model)
         normalization = self._normalize(model, data)
         note = undeclared_range_note(self.spec, data)
         if note:
             self.log(note)
         mixer = augment_training_split(data, self.spec, settings, settings.seed)
+        init_report = self._init_from(model)
         memory_format = torch.channels_last if settings.channels_last else torch.preserve_format
         model.to(self.device, memory_format=memory_format)
-        self.optimizer = optimizer = build_optimizer(model, self.optimizer_config)
+        # Built before any freezing, so the optimizer keeps one layout for the whole run.
+        optimizer = build_optimizer(model, self.optimizer_config)
         loader = make_loader(
             data.train,
             settings.batch_size,
@@ -178,40 +199,64 @@ class _Run:
         val_loader = make_loader(
             data.val, EVAL_BATCH_SIZE, train=False, rank=ctx.rank, world_size=ctx.world_size
         )
-        schedule = Schedule(self.schedule_config, len(loader), settings.epochs)
+        steps_per_epoch = math.ceil(len(loader) / settings.accumulate)
+        schedule = Schedule(self.schedule_config, steps_per_epoch, settings.epochs)
         scaler = (
             torch.amp.GradScaler("cuda") if self.amp and settings.amp_dtype == "float16" else None
         )
+        best = Monitor(f"val_{task.monitor}", "max" if task.higher_is_better else "min")
+        recipes = Recipes(model, settings, metric_names(task, settings), best)
+        if recipes.freezer is not None:
+            self.log(recipes.freezer.describe())
         # Dropout draws from the global RNG; a rank-specific seed gives ranks different masks.
         torch.manual_seed(settings.seed + ctx.rank)
-        state = self._restore(model, optimizer, scaler) if self.options.resume else FRESH_STATE
-        state = dict(state)
-        if state["best_val_score"] is None:
-            state["best_val_score"] = task.worst
-        if ctx.is_main:  # on resume: the settings may change
-            self._write_run_files(normalization, data, task, task_state)
+        state = dict(FRESH_STATE)
+        if self.options.resume:
+            state = self._restore(model, optimizer, scaler, recipes)
+        if ctx.is_main:
+            resolved = self._write_run_files(normalization, data, init_report)
+            tracking = self._start_tracking(resolved, state)
+        else:
+            tracking = None
+        session = Session(
+            model, optimizer, scaler, schedule, recipes, state, settings, self.device, ctx,
+            task, self.amp, self.checkpoints, tracking, mixer,
+        )
+        progress = ctx.is_main and _want_progress(self.options)
+        try:
+            stop_reason = stop_reason or ("early_stopping" if recipes.stopped else None)
+            net = None
+            for epoch in range(state["epoch"] + 1, settings.epochs + 1):
+                if stop_reason:
+                    break
+                if recipes.start_epoch(epoch) or net is None:
+                    net = self._wrap(model)
+                record = train_epoch(session, epoch, net, loader, progress)
+                record.update(self._val_metrics(model, val_loader, "val_"))
+                if recipes.ema is not None:
+                    record.update(self._val_metrics(recipes.ema.module, val_loader, "val_ema_"))
+                stop_reason = self._end_epoch(session, record, on_epoch)
+            final = self._finish(session, data, stop_reason)
+        except BaseException as error:
+            if tracking is not None:
+                killed = not isinstance(error, Exception)  # KeyboardInterrupt, SystemExit, ...
+                with contextlib.suppress(Exception):  # the training error is the one to report
+                    tracking.finish("killed" if killed else "failed")
+            raise
+        if tracking is not None:
+            tracking.finish("finished")
+        return final
+
+    def _wrap(self, model) -> nn.Module:
+        """The module the loop calls: DDP over the trainable parameters (so it is rebuilt when
+        they change), then torch.compile."""
         net = model
-        if ctx.active:
+        if self.ctx.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        if settings.compile:
+        if self.settings.compile:
             net = torch.compile(net)
-        loop = EpochLoop(net, model, optimizer, loader, schedule, scaler, task, settings,
-                         self.device, self.amp, ctx, mixer,
-                         ctx.is_main and _want_progress(self.options), self._checked_loss)  # fmt: skip
-        writer = self._tensorboard()
-        try:
-            for epoch in range(state["epoch"], settings.epochs):
-                record = self._train_epoch(loop, epoch, state)
-                record.update(self._val_metrics(model, val_loader))
-                self._end_epoch(model, optimizer, scaler, state, record, writer)
-        finally:
-            if writer is not None:
-                writer.close()
-        return self._finish(model, data, state)
-
-    def _train_epoch(self, loop: EpochLoop, epoch: int, state: dict) -> dict:
-        return loop.run(epoch, state)
+        return net
 
     def _fit_task(self, task: Task, data: DataSplits) -> dict:
         """What the task learns from the training split (regression's target statistics),
@@ -236,24 +281,36 @@ class _Run:
             return {"mean": None, "std": None, "source": "none"}
         return {"mean": list(normalize.mean), "std": list(normalize.std), "source": "spec"}
 
-    def _restore(self, model, optimizer, scaler) -> dict:
+    def _init_from(self, model):
+        """Load `--init-from` weights into a new run (a resumed one has its checkpoint)."""
+        if self.options.init_from is None:
+            return None
+        if self.options.resume:
+            self.log("note: --init-from is ignored when resuming (the checkpoint has the weights)")
+            return None
+        from nnspec.runtime.train.finetune import init_from_weights
+
+        report = init_from_weights(model, self.options.init_from, strict=self.options.strict)
+        for line in report.lines():
+            self.log(line)
+        return report
+
+    def _restore(self, model, optimizer, scaler, recipes: Recipes) -> dict:
         checkpoint = load_checkpoint(self.checkpoints, "last")
         model.load_state_dict(checkpoint.weights)
         optimizer.load_state_dict(checkpoint.optimizer_state)
         restore_rng(checkpoint.rng)
         if scaler is not None and checkpoint.info.get("grad_scaler"):
             scaler.load_state_dict(checkpoint.info["grad_scaler"])
-        state = dict(checkpoint.info["state"])
-        if "best_val_accuracy" in state:  # a classification run from before tasks existed
-            state["best_val_score"] = state.pop("best_val_accuracy")
+        state = {**FRESH_STATE, **checkpoint.info["state"]}
+        recipes.load_state_dict(state.get("recipes", {}), checkpoint.extra_weights)
         if self.ctx.is_main:
             reconcile_metrics(self.run_dir, state["epoch"], checkpoint.info["metrics"])
         self.log(f"resuming {self.run_dir} after epoch {state['epoch']} (step {state['step']})")
         return state
 
-    def _write_run_files(
-        self, normalization: dict, data: DataSplits, task: Task, task_state: dict
-    ) -> None:
+    def _write_run_files(self, normalization: dict, data: DataSplits, init_report) -> dict:
+        """Write the run's description files; return the resolved spec (as data)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resolved = self.spec.to_data()
         if normalization["source"] == "auto":
@@ -266,7 +323,10 @@ class _Run:
         spec_path = self.run_dir / "spec.yaml"
         write_text_atomic(spec_path, yaml.safe_dump(resolved, sort_keys=False))
         write_json_atomic(self.run_dir / "normalization.json", normalization)
-        write_json_atomic(self.run_dir / TASK_FILE, {"task": task.metadata(), "state": task_state})
+        write_json_atomic(self.run_dir / TASK_FILE,
+                          {"task": self.task.metadata(), "state": self.task_state})  # fmt: skip
+        if init_report is not None:
+            write_json_atomic(self.run_dir / "init_from.json", init_report.to_json())
         write_json_atomic(
             self.run_dir / "run.json",
             {
@@ -274,7 +334,7 @@ class _Run:
                 "spec_source": str(self.spec.source),
                 "spec_hashes": [self.spec_hash, load_spec(spec_path).spec_hash],
                 "settings": self.settings.model_dump(mode="json"),
-                "task": task.name,
+                "task": self.task.name,
                 "data": {
                     "source": data.source,
                     "classes": data.num_classes,
@@ -287,34 +347,22 @@ class _Run:
             },
         )
         if self.options.resume:
-            return
+            return resolved
         self.log(
             f"run {self.run_dir}: {data.source} ({len(data.train)} train, {len(data.val)} val, "
             f"{len(data.test)} test), {self.settings.epochs} epochs on {self.device}"
             + (f" x {self.ctx.world_size} processes" if self.ctx.active else "")
         )
+        return resolved
 
-    def _checked_loss(self, loss, epoch, batch, state) -> float:
-        """The loss (mean over ranks) as a float; a TrainingError on every rank if any rank's
-        is not finite."""
-        value = loss.detach().float()
-        if self.ctx.active:
-            value = self.ctx.sum(value.clone().reshape(1))[0] / self.ctx.world_size
-        value = value.item()
-        if math.isfinite(value):
-            return value
-        if checkpoint_exists(self.checkpoints, "last"):
-            kept = f"the last good checkpoint, after epoch {state['epoch']}, is kept in {self.checkpoints}"
-        else:
-            kept = "no checkpoint had been written yet"
-        raise TrainingError(
-            f"the loss became {value} at step {state['step']} (epoch {epoch + 1}, batch "
-            f"{batch + 1}); training stopped, {kept}\n    hint: lower optimizer.lr (it was "
-            f"{self.optimizer.param_groups[0]['lr']:.4g}), normalise the inputs (normalize: auto), "
-            "or clip gradients (train.grad_clip)",
+    def _start_tracking(self, resolved: dict, state: dict):
+        from nnspec.runtime.train.tracking.session import start_tracking
+
+        return start_tracking(
+            self.run_dir, self.spec.name, resolved, self.options, state["epoch"], self.log
         )
 
-    def _val_metrics(self, model, val_loader) -> dict:
+    def _val_metrics(self, model, val_loader, prefix: str) -> dict:
         result = evaluate(
             model,
             val_loader,
@@ -324,49 +372,48 @@ class _Run:
             amp=self.amp,
             amp_dtype=self.settings.amp_dtype,
         )
-        return {f"val_{k}": v for k, v in result.items() if k != "count" and
-                not isinstance(v, list)}
+        return {f"{prefix}{k}": v for k, v in result.items()
+                if k != "count" and not isinstance(v, list)}  # fmt: skip
 
-    def _end_epoch(self, model, optimizer, scaler, state, record, writer) -> None:
+    def _end_epoch(self, run: Session, record: dict, on_epoch: EpochHook | None) -> str | None:
+        """Pick best, checkpoint, log; return why training stops after this epoch, if it does."""
+        state = run.state
         state["epoch"] = record["epoch"]
         state["train_seconds"] += record["epoch_seconds"]
-        # Best by the task's monitored metric; on a tie (small val sets saturate), by val loss.
-        score, loss = record[f"val_{self.task.monitor}"], record["val_loss"]
-        improved = self.task.better(score, state["best_val_score"]) or (
-            score == state["best_val_score"] and loss < state["best_val_loss"]
-        ) or math.isnan(score)  # no validation figure (an empty split): the last epoch is best
-        if improved:
-            state["best_val_score"], state["best_val_loss"] = score, loss
+        outcome = run.recipes.end_epoch(record)
+        if outcome.improved:
             state["best_epoch"] = state["epoch"]
+        state["recipes"] = run.recipes.state_dict()
+        reason = "early_stopping" if outcome.stop else None
         if self.ctx.is_main:
             info = {"state": dict(state), "metrics": record}
-            if scaler is not None:
-                info["grad_scaler"] = scaler.state_dict()
+            if run.scaler is not None:
+                info["grad_scaler"] = run.scaler.state_dict()
+            extra = run.recipes.extra_weights()
             # `best` first: a run killed in between resumes from the previous `last`, redoes
             # this epoch and rewrites `best`; the other order could leave `best` stale.
-            if improved:
-                save_checkpoint(self.checkpoints, "best", model, optimizer, info)
-            save_checkpoint(self.checkpoints, "last", model, optimizer, info)
+            if outcome.improved:
+                save_checkpoint(self.checkpoints, "best", run.model, run.optimizer, info, extra)
+            save_checkpoint(self.checkpoints, "last", run.model, run.optimizer, info, extra)
             # After the checkpoint: a crash in between loses a line, never duplicates one.
             with open(self.run_dir / "metrics.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
-            for key, value in record.items():
-                if key not in ("epoch", "step"):
-                    writer.add_scalar(tensorboard_tag(key), value, record["epoch"])
-            writer.flush()
+            run.tracking.log_epoch(record)
+            if on_epoch is not None:
+                reason = on_epoch(record) or reason
+        reason = self.ctx.share(reason)
         self.log(epoch_line(record, self.settings.epochs, self.task))
+        if reason == "early_stopping":
+            self.log(
+                f"early stopping: {run.recipes.stopper.monitor.metric} has not improved for "
+                f"{run.recipes.stopper.bad_epochs} epochs"
+            )
+        return reason
 
-    def _tensorboard(self):
-        if not self.ctx.is_main:
-            return None
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(str(self.run_dir / "tb"))
-
-    def _finish(self, model, data: DataSplits, state: dict) -> dict:
+    def _finish(self, run: Session, data: DataSplits, stop_reason: str | None) -> dict:
         self.ctx.barrier()  # rank 0 has written `best`
+        state, model = run.state, run.model
         best = load_checkpoint(self.checkpoints, "best")
-        model.load_state_dict(best.weights)
         test_loader = make_loader(
             data.test,
             EVAL_BATCH_SIZE,
@@ -374,25 +421,39 @@ class _Run:
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
         )
-        test = evaluate(model, test_loader, self.device, self.task)
-        monitor = self.task.monitor
+        model.load_state_dict(best.weights)
+        task = self.task
+        test = evaluate(model, test_loader, self.device, task)
         final = {
             **{f"test_{k}": v for k, v in test.items() if k != "count"},
             "test_count": test["count"],
-            "checkpoint": "best",
-            "task": self.task.name,
-            "monitor": f"val_{monitor}",
-            "best_epoch": state["best_epoch"],
-            f"best_val_{monitor}": state["best_val_score"],
-            "epochs": state["epoch"],
-            "steps": state["step"],
-            "train_seconds": state["train_seconds"],
-            "session_seconds": time.perf_counter() - self.started,
-            "device": str(self.device),
-            "world_size": self.ctx.world_size,
         }
+        if EMA in best.extra_weights and run.recipes.ema is not None:
+            run.recipes.ema.load_state_dict(best.extra_weights[EMA])
+            ema = evaluate(run.recipes.ema.module, test_loader, self.device, task)
+            final.update({f"test_ema_{k}": v for k, v in ema.items() if k != "count"})
+        best_record = run.recipes.best or {}
+        monitor = f"val_{task.monitor}"
+        final.update(
+            {
+                "checkpoint": "best",
+                "task": task.name,
+                "best_epoch": state["best_epoch"],
+                "best_metric": run.recipes.picker.metric,
+                "best_value": best_record.get(run.recipes.picker.metric),
+                f"best_{monitor}": best_record.get(monitor),
+                "epochs": state["epoch"],
+                "steps": state["step"],
+                "stop_reason": stop_reason,
+                "train_seconds": state["train_seconds"],
+                "session_seconds": time.perf_counter() - self.started,
+                "device": str(self.device),
+                "world_size": self.ctx.world_size,
+            }
+        )
         if self.ctx.is_main:
             write_json_atomic(self.run_dir / "final.json", final)
+            run.tracking.log_final(final, [self.run_dir / "final.json"])
         self.log(
             f"test {metric_text(test)} (best epoch {final['best_epoch']}, "
             f"{final['train_seconds']:.1f}s training); run in {self.run_dir}"

@@ -17,7 +17,7 @@ from nnspec.compiler import build_model, load_spec
 from nnspec.compiler.errors import DataError, UsageError
 from nnspec.compiler.load import render_template
 from nnspec.runtime.cli import main
-from nnspec.runtime.export.model_files import load_weights
+from nnspec.runtime.export.exporter import load_weights
 from nnspec.runtime.lab.zoo_reference import ZOO_MODELS, torchvision_figures
 from nnspec.runtime.train.weights import import_torchvision_weights, map_state_dict
 

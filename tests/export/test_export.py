@@ -314,7 +314,7 @@ def test_cli_reports_a_missing_checkpoint(cnn, tmp_path, capsys):
 
 
 def test_weights_that_do_not_fit_are_refused(tmp_path):
-    from nnspec.runtime.export.model_files import build_for_export, locate_model_files
+    from nnspec.runtime.export.exporter import build_for_export, locate_model_files
 
     other = trained(DROPOUT_BN_NET)
     weights = tmp_path / "w.safetensors"

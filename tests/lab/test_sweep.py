@@ -12,15 +12,18 @@ import pytest
 
 from nnspec.compiler.errors import UsageError
 from nnspec.runtime.lab.sweep import (
+    BackendOptions,
     PlannedRun,
     SweepSettings,
     collect_rows,
+    execute_sweep,
     format_summary,
     grid_points,
     parse_grid,
     plan_runs,
     run_sweep,
     summarise,
+    train_call,
     train_command,
     write_results,
 )
@@ -93,6 +96,34 @@ def test_train_command_follows_the_train_cli_contract(tmp_path):
     (tmp_path / "r" / "checkpoints").mkdir(parents=True)
     (tmp_path / "r" / "checkpoints" / "last.safetensors").write_bytes(b"")
     assert train_command(settings, run, tmp_path / "r")[-1] == "--resume"
+
+    shared = SweepSettings(spec="s.yaml", overrides=["train.epochs=2"], track=["mlflow"])
+    assert train_command(shared, run, tmp_path / "x")[4:] == [
+        "s.yaml", "--out", str(tmp_path / "x"), "--seed", "7",
+        "--set", "optimizer.lr=0.1", "--set", "train.epochs=2", "--track", "mlflow",
+    ]  # fmt: skip
+
+
+def test_train_call_is_the_same_run_as_the_train_command(tmp_path):
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps({"nnspec": 1, "name": "s", "input": {"shape": [4]},
+                                "network": [{"linear": {"out": 2}}]}))
+    settings = SweepSettings(spec=str(spec), epochs=3, data="digits",
+                             overrides=["optimizer.lr=0.3"], track=["wandb:p"])
+    run = plan_runs(grid_points(parse_grid(["optimizer.lr=0.1"])), [7])[0]
+    loaded, options = train_call(settings, run, tmp_path / "r")
+    assert loaded.optimizer.lr == 0.3  # shared overrides come after the point's, as on the CLI
+    assert (options.seed, options.epochs, options.data, options.out) == (7, 3, "digits", tmp_path / "r")
+    assert options.track == ["wandb:p"] and options.resume is False and options.progress is False
+
+
+def test_backends_refuse_what_they_cannot_do(tmp_path):
+    runs = plan_runs(grid_points(parse_grid(["optimizer.lr=0.1"])), [0])
+    settings = SweepSettings(spec="s.yaml")
+    with pytest.raises(UsageError, match="choose local, ray"):
+        execute_sweep("slurm", runs, tmp_path, settings, BackendOptions())
+    with pytest.raises(UsageError, match="--address, --scheduler needs --backend ray"):
+        execute_sweep("local", runs, tmp_path, settings, BackendOptions(address="auto", scheduler="asha"))
 
 
 def test_sweep_resumes_skipping_finished_runs_and_retrying_failed_ones(tmp_path):

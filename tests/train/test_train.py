@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,8 @@ class SimulatedKill(BaseException):
 def kill_after_epoch(monkeypatch, epoch: int) -> None:
     real = train_module.save_checkpoint
 
-    def save_then_die(directory, name, model, optimizer, info):
-        real(directory, name, model, optimizer, info)
+    def save_then_die(directory, name, model, optimizer, info, *extra):
+        real(directory, name, model, optimizer, info, *extra)
         if name == "last" and info["state"]["epoch"] == epoch:
             raise SimulatedKill
 
@@ -299,11 +300,19 @@ def test_progress_bar_draws_on_a_terminal_only():
 
     from nnspec.runtime.train.progress import ProgressBar
 
-    stream = io.StringIO()
-    bar = ProgressBar(10, "epoch 1/2", enabled=True, stream=stream)
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    assert ProgressBar.wanted(stream) and not ProgressBar.wanted(io.StringIO())
+    bar = ProgressBar(10, "epoch 1/2", enabled=True, stream=stream, min_interval=0)
     bar.update(3, "loss 0.5")
-    assert "epoch 1/2 [#######.................] 3/10 loss 0.5" in stream.getvalue()
-    assert not ProgressBar.wanted(stream)
+    # tqdm's line: the count, elapsed<remaining (the ETA), the rate, and the note.
+    assert re.search(r"epoch 1/2: +30%\|.*\| 3/10 \[\d\d:\d\d<\d\d:\d\d, .*batch/s, loss 0.5\]",
+                     stream.getvalue())
+    bar.close()
+    assert stream.getvalue().endswith("\r")  # the finished bar is cleared from the terminal
     silent = io.StringIO()
     ProgressBar(10, "x", enabled=False, stream=silent).update(5)
     assert silent.getvalue() == ""

@@ -85,6 +85,14 @@ class Task:
         """Final touches on computed metrics (e.g. a mean over the classes present)."""
         return values
 
+    def train_metric_names(self) -> list[str]:
+        """The keys `train_metrics` computes (each epoch's record has `train_<key>`)."""
+        return list(self.train_metrics().keys())
+
+    def eval_metric_names(self) -> list[str]:
+        """The keys `evaluate` returns besides `loss` (records have `val_<key>`)."""
+        return list(self.eval_metrics().keys())
+
     # ------------------------------------------------------------------ records
     def metadata(self) -> dict:
         """The task's entry in the run and in the exported model's `nnspec.task` record."""

@@ -83,6 +83,9 @@ class SegmentationTask(Task):
                                           zero_division=math.nan),
         }, compute_groups=False)  # fmt: skip
 
+    def eval_metric_names(self) -> list[str]:
+        return ["pixel_accuracy", "mean_iou"]
+
     def finish_metrics(self, values):
         per_class = values.pop("iou")
         present = [v for v in per_class if v == v]
