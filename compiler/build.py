@@ -19,7 +19,8 @@ from nnspec.compiler.layers import get_kind
 from nnspec.compiler.schema import NormalizeSpec
 
 _RESERVED = set(dir(nn.Module)) | {"graph", "spec", "input_normalization",
-                                   "head_loss_weights", "replace_node_module", "set_normalization"}
+                                   "head_loss_weights", "replace_node_module", "set_normalization",
+                                   "output_standardization", "set_output_standardization"}
 
 
 def _plan(graph: Graph, nodes, keep: set[str], model: nn.Module) -> list[tuple]:
@@ -45,6 +46,8 @@ class CompiledModel(nn.Module):
         self.spec = graph.spec
         self.head_loss_weights = {h.id: h.loss_weight for h in graph.heads.values()}
         self.input_normalization = self._make_normalization()
+        #: eval-mode output affine `y * std + mean` (regression targets standardised in training)
+        self.output_standardization: nn.Module | None = None
         inplace = _inplace_safe(graph)
         for node in graph.nodes:
             module = build_node_module(node)
@@ -77,6 +80,13 @@ class CompiledModel(nn.Module):
             raise ValueError("this spec has no `normalize` entry")
         self.input_normalization.set(mean, std)
 
+    def set_output_standardization(self, mean: list[float], std: list[float]) -> None:
+        """Outputs in eval mode become `output * std + mean` (one value per output element):
+        a model trained on standardised targets then predicts in the targets' own units,
+        in PyTorch and in the exported graph alike. Training mode is left standardised."""
+        shape = tuple(self.graph.output_shape)
+        self.output_standardization = modules.Destandardize(mean, std, shape)
+
     def replace_node_module(self, node_id: str, module: nn.Module) -> None:
         """Run `module` for node `node_id` from now on (e.g. after folding batch norm)."""
         self.graph.node(node_id)  # KeyError for an unknown id
@@ -92,6 +102,8 @@ class CompiledModel(nn.Module):
             for ref in free:
                 del values[ref]
         out = values[self.graph.output]
+        if self.output_standardization is not None and not self.training:
+            out = self.output_standardization(out)
         if training_heads:
             return out, {h.id: values[h.output] for h in self.graph.heads.values()}
         return out

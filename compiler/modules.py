@@ -165,6 +165,19 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Destandardize(nn.Module):
+    """y * std + mean elementwise over the per-sample shape, with non-persistent buffers."""
+
+    def __init__(self, mean: list[float], std: list[float], shape: tuple[int, ...]):
+        super().__init__()
+        view = (1, *shape)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(view), False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(view), False)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.std + self.mean
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patches projected by a strided conv, as a token sequence (N, D)."""
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from nnspec.compiler.load import SourceMap
+from nnspec.compiler.task_schema import ClassificationTask, TaskConfig, task_from_shorthand
 from nnspec.compiler.training_schema import LossConfig, OptimizerConfig, ScheduleConfig, TrainConfig
 
 FORMAT_VERSION = 1
@@ -30,10 +31,69 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
 
+Size2 = Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
+
+
+class PreprocessSpec(Strict):
+    """How an image file becomes the input: resize, then center crop (torchvision's order).
+
+    `resize: N` scales the shorter side to N (aspect kept), `resize: [H, W]` to exactly H x W;
+    `center_crop` cuts the input's H x W from the middle. Without a `preprocess`, images are
+    resized to the input's H x W.
+    """
+
+    resize: PositiveInt | Size2 | None = None
+    center_crop: PositiveInt | Size2 | None = None
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+
+
 class InputSpec(Strict):
+    """One model input: its per-sample shape, dtype, raw value range and image preprocessing."""
+
     # a dim beyond int32 is no tensor anyone can allocate (compiler/magnitude.py)
     shape: list[Annotated[int, Field(gt=0, le=2**31 - 1)]] = Field(min_length=1, max_length=5)
     dtype: Literal["float32", "int64"] = "float32"
+    range: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    """[low, high] of the raw values the model takes (the digits: [0, 16]; 8-bit images as
+    they are: [0, 255]; scaled images: [0, 1]). Images are converted into it; data outside it
+    is refused. Unset: images are scaled to [0, 1] and arrays are not checked."""
+    preprocess: PreprocessSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError(f"range must be [low, high] with low < high, got {self.range}")
+        if self.preprocess is not None:
+            _check_preprocess(self.preprocess, self.shape, self.dtype)
+        return self
+
+    @property
+    def is_image(self) -> bool:
+        """A float [C, H, W] input with 1 (grey) or 3 (RGB) channels: image files can feed it."""
+        return self.dtype == "float32" and len(self.shape) == 3 and self.shape[0] in (1, 3)
+
+
+def _check_preprocess(pre: PreprocessSpec, shape: list[int], dtype: str) -> None:
+    if not (dtype == "float32" and len(shape) == 3 and shape[0] in (1, 3)):
+        raise ValueError(
+            f"preprocess applies to image inputs [1 or 3, H, W] (float32), not {shape} ({dtype})"
+        )
+    size = list(shape[1:])
+    crop = [pre.center_crop] * 2 if isinstance(pre.center_crop, int) else pre.center_crop
+    if crop is not None and list(crop) != size:
+        raise ValueError(f"center_crop {list(crop)} must be the input's H x W {size}")
+    if crop is None and isinstance(pre.resize, int):
+        raise ValueError(
+            f"resize: {pre.resize} scales the shorter side, which does not give {size} for "
+            f"every image; add center_crop: {size} or resize to [H, W]"
+        )
+    if crop is None and pre.resize is not None and list(pre.resize) != size:
+        raise ValueError(f"resize {list(pre.resize)} without a center_crop must be {size}")
+    if crop is not None and pre.resize is not None:
+        # `resize: N` makes the shorter side N, so both sides are at least N
+        covered = [pre.resize] * 2 if isinstance(pre.resize, int) else pre.resize
+        if covered[0] < size[0] or covered[1] < size[1]:
+            raise ValueError(f"resize {pre.resize} gives images smaller than the crop {size}")
 
 
 class NormalizeSpec(Strict):
@@ -164,6 +224,7 @@ class Spec(Strict):
     inputs: dict[Identifier, InputSpec] | None = None
     normalize: Literal["auto"] | NormalizeSpec | None = None
     labels: list[str] | None = None
+    task: TaskConfig = Field(default_factory=ClassificationTask)
     vars: dict[Identifier, Any] = Field(default_factory=dict)
     init: InitConfig = Field(default_factory=InitConfig)
     blocks: dict[Identifier, BlockDef] = Field(default_factory=dict)
@@ -187,6 +248,11 @@ class Spec(Strict):
         if value in (".", ".."):
             raise ValueError(f"a spec name cannot be {value!r}: it names folders (runs/NAME)")
         return value
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_shorthand(cls, value):
+        return task_from_shorthand(value)
 
     @field_validator("inputs")
     @classmethod

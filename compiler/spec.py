@@ -13,6 +13,7 @@ from nnspec.compiler.load import SourceMap, apply_overrides, read_source
 from nnspec.compiler.resources import specs_dir
 from nnspec.compiler.schema import FORMAT_VERSION, MIGRATIONS, Spec
 from nnspec.compiler.suggest import did_you_mean
+from nnspec.compiler.task_check import spec_task_problems
 from nnspec.compiler.validation import problems_from_validation
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".yaml.j2", ".yml.j2", ".json.j2")
@@ -82,6 +83,9 @@ def load_spec(source: Any, overrides: list[str] | tuple[str, ...] = (),
         raise SpecError(problems_from_validation(e, data, (), smap, model=Spec)) from None
     spec._data = data
     spec._source = smap
+    problems = spec_task_problems(spec)
+    if problems:
+        raise SpecError(problems)
     return spec
 
 

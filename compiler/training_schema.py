@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     NonNegativeFloat,
@@ -146,8 +147,131 @@ class LossConfig(_Strict):
     label_smoothing: Fraction = 0.0
 
 
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+PositivePair = tuple[PositiveFloat, PositiveFloat]
+
+
+class _Augment(_Strict):
+    @model_validator(mode="after")
+    def _ordered_pairs(self):
+        for name in ("scale", "ratio"):
+            pair = getattr(self, name, None)
+            if pair is not None and pair[0] > pair[1]:
+                raise ValueError(f"{name} must be [low, high], got {list(pair)}")
+        return self
+
+
+class RandomResizedCropAug(_Augment):
+    """A random area and aspect ratio cut out and resized to the input's H x W (Inception's
+    crop, torchvision's RandomResizedCrop); replaces the input's `preprocess` in training."""
+
+    type: Literal["random_resized_crop"]
+    scale: tuple[Annotated[float, Field(gt=0.0, le=1.0)], Annotated[float, Field(gt=0.0, le=1.0)]] = (0.08, 1.0)
+    ratio: PositivePair = (3 / 4, 4 / 3)
+
+
+class HorizontalFlipAug(_Augment):
+    type: Literal["horizontal_flip"]
+    p: Probability = 0.5
+
+
+class VerticalFlipAug(_Augment):
+    type: Literal["vertical_flip"]
+    p: Probability = 0.5
+
+
+class RotationAug(_Augment):
+    """A random rotation by up to +-degrees (corners filled with 0; masks with ignore_index)."""
+
+    type: Literal["rotation"]
+    degrees: Annotated[float, Field(gt=0.0, le=180.0)]
+
+
+class ColorJitterAug(_Augment):
+    type: Literal["color_jitter"]
+    brightness: NonNegativeFloat = 0.0
+    contrast: NonNegativeFloat = 0.0
+    saturation: NonNegativeFloat = 0.0
+    hue: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
+
+
+class TrivialAugmentAug(_Augment):
+    """TrivialAugment (Muller & Hutter 2021): one random op at a random strength per image."""
+
+    type: Literal["trivial_augment"]
+    num_magnitude_bins: Annotated[int, Field(ge=2)] = 31
+
+
+class RandAugmentAug(_Augment):
+    type: Literal["rand_augment"]
+    num_ops: PositiveInt = 2
+    magnitude: Annotated[int, Field(ge=0)] = 9
+    num_magnitude_bins: Annotated[int, Field(ge=2)] = 31
+
+
+class RandomErasingAug(_Augment):
+    """Erase a random rectangle (Zhong et al. 2017); masks are left as they are."""
+
+    type: Literal["random_erasing"]
+    p: Probability = 0.5
+    scale: tuple[Annotated[float, Field(gt=0.0, lt=1.0)], Annotated[float, Field(gt=0.0, lt=1.0)]] = (0.02, 0.33)
+    ratio: PositivePair = (0.3, 3.3)
+
+
+class MixUpAug(_Augment):
+    """Batch-level: mixes pairs of samples and their one-hot labels (classification)."""
+
+    type: Literal["mixup"]
+    alpha: PositiveFloat = 1.0
+
+
+class CutMixAug(_Augment):
+    """Batch-level: pastes a box of another sample, labels mixed by area (classification)."""
+
+    type: Literal["cutmix"]
+    alpha: PositiveFloat = 1.0
+
+
+AugmentConfig = Annotated[
+    RandomResizedCropAug | HorizontalFlipAug | VerticalFlipAug | RotationAug | ColorJitterAug
+    | TrivialAugmentAug | RandAugmentAug | RandomErasingAug | MixUpAug | CutMixAug,
+    Field(discriminator="type"),
+]
+AUGMENT_NAMES = (
+    "random_resized_crop", "horizontal_flip", "vertical_flip", "rotation", "color_jitter",
+    "trivial_augment", "rand_augment", "random_erasing", "mixup", "cutmix",
+)  # fmt: skip
+#: entries that act on whole batches (after the per-sample pipeline)
+BATCH_AUGMENTS = ("mixup", "cutmix")
+
+
+def _augment_entry(value):
+    """`horizontal_flip` or `{horizontal_flip: {p: 0.3}}` -> `{type: horizontal_flip, p: 0.3}`
+    (the written-back form with `type` is accepted as it is)."""
+    from nnspec.compiler.suggest import did_you_mean
+
+    if isinstance(value, dict) and "type" in value:
+        return value
+    if isinstance(value, str):
+        name, options = value, {}
+    elif isinstance(value, dict) and len(value) == 1:
+        name, options = next(iter(value.items()))
+        options = {} if options is None else options
+    else:
+        raise ValueError("an augmentation is a name or a one-key mapping {name: {options}}")
+    if name not in AUGMENT_NAMES:
+        raise ValueError(
+            f"unknown augmentation {name!r}{did_you_mean(str(name), list(AUGMENT_NAMES))}; "
+            f"known: {', '.join(AUGMENT_NAMES)}"
+        )
+    if not isinstance(options, dict):
+        raise ValueError(f"the options of {name} must be a mapping, got {options!r}")
+    return {"type": name, **options}
+
+
 MonitorMode = Literal["auto", "min", "max"]
-"""`auto`: `min` for a metric whose name contains `loss`, else `max` (as Keras decides)."""
+"""`auto`: `min` for a loss or an error (`loss`, `mae`, `mse`, `rmse` in its name), else `max`
+(as Keras decides, extended to the regression task's error metrics)."""
 
 
 class BestConfig(_Strict):
@@ -214,6 +338,11 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStoppingConfig | None = None
     freeze: FreezeConfig | None = None
     """A list of patterns is short for `{params: [...]}`."""
+    augment: list[Annotated[AugmentConfig, BeforeValidator(_augment_entry)]] = Field(
+        default_factory=list
+    )
+    """Training-only augmentation, applied in order to each training sample (torchvision
+    transforms v2; masks move with their images); `mixup`/`cutmix` act on whole batches."""
 
     @field_validator("freeze", mode="before")
     @classmethod

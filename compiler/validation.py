@@ -21,6 +21,22 @@ def _is_union_tag(part: Any) -> bool:
     )
 
 
+def _without_discriminator_tags(data: Any, loc: tuple) -> tuple:
+    """`loc` without the tags a discriminated union on `type` inserts: pydantic names the
+    member (`('task', 'multilabel', 'threshold')`) where the data has none
+    (`task: {type: multilabel, threshold: 2}`)."""
+    kept: list = []
+    for part in loc:
+        if isinstance(data, dict) and part not in data and data.get("type") == part:
+            continue
+        kept.append(part)
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            data = None
+    return tuple(kept)
+
+
 def _value_at(data: Any, loc: tuple) -> Any:
     for part in loc:
         try:
@@ -131,6 +147,7 @@ def problems_from_validation(
     errors = _without_misspelt_missing(error.errors(), model, strip_first)
     for err in errors:
         loc = tuple(err["loc"])[1 if strip_first else 0:]
+        loc = _without_discriminator_tags(data, loc)
         tags = [i for i, p in enumerate(loc) if _is_union_tag(p)]
         if tags:
             head = loc[: tags[0]]

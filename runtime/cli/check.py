@@ -2,7 +2,8 @@
 exit 0 when all are valid, 2 otherwise.
 
 Beyond types and shapes, check holds each spec to a footprint budget (parameters, and the
-memory one sample needs), so that it refuses what `summary` or `train` could not allocate.
+memory one sample needs), so that it refuses what `summary` or `train` could not allocate,
+and checks that the network's output can serve the spec's task.
 """
 
 from __future__ import annotations
@@ -54,13 +55,14 @@ def _argument(parse):
 def run(args: argparse.Namespace) -> int:
     from nnspec.compiler import compile_graph
     from nnspec.compiler.footprint import estimate_footprint, footprint_problems
+    from nnspec.compiler.task_check import output_task_problems
 
     failed = 0
     for source in args.specs:
         try:
             graph = compile_graph(spec_from_args(args, source))
             problems = footprint_problems(estimate_footprint(graph), args.max_params,
-                                         args.max_memory)
+                                         args.max_memory) + output_task_problems(graph)
             if problems:
                 raise SpecError(problems)
             if args.onnx:
@@ -73,5 +75,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         shape = "x".join(map(str, graph.output_shape))
         extra = ", ONNX export ok" if args.onnx else ""
-        print(f"{source}: ok ({len(graph.nodes)} layers, output {shape}{extra})")
+        task = graph.spec.task.type  # named when it is not the default
+        task = "" if task == "classification" else f", {task}"
+        print(f"{source}: ok ({len(graph.nodes)} layers, output {shape}{task}{extra})")
     return 2 if failed else 0

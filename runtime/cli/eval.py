@@ -1,4 +1,4 @@
-"""`nnspec eval RUN_DIR`: loss and accuracy of a trained run on a data split."""
+"""`nnspec eval RUN_DIR`: loss and the task's metrics of a trained run on a data split."""
 
 from __future__ import annotations
 
@@ -31,11 +31,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    line = (
+    from nnspec.runtime.train.records import metric_text
+
+    metrics = {k: v for k, v in result.items() if k not in ("run", "checkpoint", "data", "split",
+                                                           "task")}  # fmt: skip
+    print(
         f"{result['run']} [{result['checkpoint']}] on {result['data']} {result['split']}: "
-        f"accuracy {100 * result['accuracy']:.2f}%"
+        f"{metric_text(metrics)}, loss {result['loss']:.4f} ({result['count']} samples)"
     )
-    if "top5_accuracy" in result:
-        line += f", top-5 {100 * result['top5_accuracy']:.2f}%"
-    print(f"{line}, loss {result['loss']:.4f} ({result['count']} samples)")
     return 0

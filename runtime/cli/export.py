@@ -123,7 +123,10 @@ def _export(args: argparse.Namespace) -> int:
 
         run_source = _run_data_source(spec) if is_run_dir(args.source) else None
         data = quantization_data(
-            sample_shape(model), args.calibration_data or run_source, model_normalization(model)
+            sample_shape(model),
+            args.calibration_data or run_source,
+            model_normalization(model),
+            spec=spec,
         )
         served = result.path.with_suffix(".int8.onnx")
         print(f"  calibrating int8 on {len(data.calibration)} samples from {data.source}")

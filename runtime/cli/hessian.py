@@ -28,10 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nnspec.compiler.errors import UsageError
-    from nnspec.compiler.training_schema import LossConfig
     from nnspec.runtime.lab.hessian import model_spectrum, training_batches
     from nnspec.runtime.lab.report import HESSIAN_FILE
-    from nnspec.runtime.train.evaluate import loss_function, spec_section
+    from nnspec.runtime.train.evaluate import read_task_state
+    from nnspec.runtime.train.tasks import make_task
 
     if args.batches < 1 or args.batch_size < 1:
         raise UsageError("--batches and --batch-size must be at least 1")
@@ -39,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     model, spec, data = _load(args, run_dir)
     batches = training_batches(model, spec, data, args.batches, args.batch_size)
 
-    loss = loss_function(LossConfig.model_validate(spec_section(spec.loss)))
+    task = make_task(spec, model.graph.output_shape)
+    if run_dir is not None:
+        task.restore(read_task_state(run_dir))
+    loss = task.eval_loss  # the model is in eval mode
     spectrum = model_spectrum(
         model, loss, batches, args.top_k, args.steps, args.trace_samples, args.seed
     )

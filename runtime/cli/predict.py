@@ -1,4 +1,5 @@
-"""`nnspec predict MODEL.onnx INPUT... [--top-k 5] [--provider auto|cpu|cuda|tensorrt] [--json]`."""
+"""`nnspec predict MODEL.onnx INPUT... [--top-k 5] [--mask-dir DIR] [--provider ...] [--json]`:
+per the model's task, the top classes, the label set, the values, or a mask PNG per input."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--top-k", type=int, default=5, help="classes to show per input (default 5)"
     )
     parser.add_argument(
+        "--mask-dir",
+        default="masks",
+        metavar="DIR",
+        help="where a segmentation model's masks go, one PNG per input (default ./masks)",
+    )
+    parser.add_argument(
         "--provider",
         choices=CHOICES,
         default="auto",
@@ -32,10 +39,11 @@ def run(args: argparse.Namespace) -> int:
     info = read_model_info(args.model)
     samples = load_inputs(args.inputs, info)
     session = open_session(info, resolve_providers(args.provider))
-    results = predict(session, info, samples, top_k=args.top_k)
+    results = predict(session, info, samples, top_k=args.top_k, mask_dir=args.mask_dir)
     if args.json:
         payload = {
             "model": str(info.path),
+            "task": info.record.task_type,
             "provider": session.get_providers()[0],
             "predictions": [r.to_json() for r in results],
         }
@@ -43,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for result in results:
         print(result.source)
-        for index, label, probability in result.classes:
-            print(f"  {probability:7.2%}  {label} ({index})")
+        for line in result.lines:
+            print(line)
     return 0

@@ -11,7 +11,9 @@ Public API:
     verify_parity(model, path, ...)          onnxruntime vs PyTorch on random inputs
     quantize_int8 / export_int8              static int8 quantisation with a parity report
     write_triton_repository(...)             a Triton/KServe model repository
-    labels_from_metadata(meta)               the nnspec.* metadata record's labels
+    read_model_record(props) -> ModelRecord  the nnspec.* metadata record (task, labels,
+                                             input contracts) that predict and serve read
+    locate_model_files(run_or_spec, ...)     a run directory's spec, weights, normalisation
     resolve_providers(name)                  onnxruntime execution providers for cpu/cuda/tensorrt
 """
 
@@ -22,6 +24,7 @@ _EXPORTS = {
     "dry_run_export": "exporter", "is_run_dir": "run_files", "load_weights": "exporter",
     "locate_model_files": "run_files",
     "read_normalization": "exporter",
+    "read_model_record": "metadata", "ModelRecord": "metadata",
     "fold_batchnorm": "fold_bn", "plan_batchnorm_folding": "fold_bn",
     "verify_parity": "verify", "check_onnx_file": "verify",
     "quantize_int8": "quantize", "export_int8": "quantize",

@@ -23,7 +23,7 @@ from torch import nn
 
 from nnspec.compiler.errors import ExportError, UsageError
 from nnspec.runtime.export.fold_bn import FoldPlan, fold_batchnorm, plan_batchnorm_folding
-from nnspec.runtime.export.metadata import LABELS
+from nnspec.runtime.export.metadata import INPUTS, LABELS, NORMALIZE, TASK
 from nnspec.runtime.export.run_files import (  # noqa: F401 (their home before run_files.py)
     CHECKPOINTS,
     RunFiles,
@@ -35,7 +35,7 @@ from nnspec.runtime.export.verify import ParityReport, check_onnx_file, verify_p
 DEFAULT_OPSET = 18
 # torch's dynamo exporter has no translations below 18 (it silently writes 18 instead).
 MIN_OPSET = 18
-OUTPUT_NAME = "logits"
+OUTPUT_NAME = "logits"  # the default of the spec's `output_name`
 BATCH_DIM = "batch"
 # ONNX's protobuf limit: beyond it weights must go to an external data file.
 SINGLE_FILE_LIMIT = 2 * 1024**3
@@ -117,32 +117,55 @@ def read_normalization(path: str | Path) -> tuple[list[float], list[float]] | No
 
 
 def build_for_export(spec, files: RunFiles) -> nn.Module:
-    """The CompiledModel of `spec` with the run's weights and normalisation, in eval mode."""
+    """The CompiledModel of `spec` with the run's weights, normalisation and task state (a
+    regression model trained on standardised targets answers in the targets' units), in eval
+    mode.
+
+    Raises:
+        SpecError: the network's output cannot serve the spec's task (located).
+    """
     from nnspec.compiler import build_model
+    from nnspec.compiler.errors import SpecError
+    from nnspec.compiler.task_check import output_task_problems
+    from nnspec.runtime.train.evaluate import read_task_state
+    from nnspec.runtime.train.tasks import make_task
 
     model = build_model(spec)
+    problems = output_task_problems(model.graph)
+    if problems:
+        raise SpecError(problems)
     if files.weights is not None:
         load_weights(model, files.weights)
     if files.normalization is not None:
         stats = read_normalization(files.normalization)
         if stats is not None:
             model.set_normalization(*stats)
+    if files.run_dir is not None:
+        task = make_task(spec, model.graph.output_shape)
+        task.restore(read_task_state(files.run_dir))
+        task.prepare_model(model)
     return model.eval()
 
 
 def onnx_metadata(model: nn.Module) -> dict[str, str]:
     """The `nnspec.*` metadata_props an exported model carries (serve and predict read them)."""
     from nnspec.runtime.common.version import nnspec_version
+    from nnspec.runtime.train.tasks import make_task
 
     spec = model.spec
     stats = model_normalization(model)
     normalize = None if stats is None else {"mean": stats[0], "std": stats[1]}
+    task = make_task(spec, model.graph.output_shape)
+    contracts = {name: contract.model_dump(mode="json")
+                 for name, contract in spec.input_specs.items()}  # fmt: skip
     props = {
         "nnspec.spec_name": spec.name,
         "nnspec.spec_hash": spec.spec_hash,
         "nnspec.version": nnspec_version(),
-        "nnspec.normalize": json.dumps(normalize),
+        NORMALIZE: json.dumps(normalize),
         "nnspec.input_layout": _input_layout(model.graph),
+        TASK: json.dumps(task.metadata()),
+        INPUTS: json.dumps(contracts),
     }
     labels = getattr(spec, "labels", None)
     if labels:  # absent, not null, when unknown: readers expect a list whenever it is there
@@ -283,7 +306,7 @@ def _run_exporter(model: nn.Module, *, opset: int, batch: int | None, optimize: 
                 args,
                 dynamo=True,
                 input_names=list(graph.inputs),
-                output_names=[OUTPUT_NAME],
+                output_names=[getattr(model.spec, "output_name", OUTPUT_NAME)],
                 opset_version=opset,
                 dynamic_shapes=dynamic_shapes,
                 optimize=optimize,

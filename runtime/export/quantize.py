@@ -98,12 +98,15 @@ def quantization_data(
     source: str | None,
     normalization: tuple[list[float], list[float]] | None = None,
     seed: int = 0,
+    spec=None,
 ) -> QuantizationData:
     """Calibration and evaluation inputs from a data source (see nnspec.runtime.train.data).
 
     With a source, calibration samples come from its training split and the comparison uses
     its test split with labels. Without one (a bare spec), inputs are random around the
     model's input normalisation (mean + std * N(0, 1) per channel) and there are no labels.
+    With `spec`, the source is opened for the spec's task and input contract; labels are kept
+    for classification only (the comparison measures top-1 accuracy).
 
     Raises:
         DataError: the source is missing or does not fit the model's input.
@@ -120,18 +123,22 @@ def quantization_data(
             return (mean_arr + std_arr * rng.standard_normal((n, *shape))).astype(np.float32)
 
         return QuantizationData(draw(CALIBRATION_SAMPLES), draw(64), None, "random inputs")
-    from nnspec.runtime.train.data import load_data
+    from nnspec.runtime.train.data import load_data, load_spec_data
 
-    splits = load_data(source, sample_shape)
+    splits = load_spec_data(spec, source) if spec is not None else load_data(source, sample_shape)
     calibration = _stack(splits.train, CALIBRATION_SAMPLES)[0]
     evaluation, labels = _stack(splits.test, EVALUATION_SAMPLES)
+    if spec is not None and spec.task.type != "classification":
+        labels = None
     return QuantizationData(calibration, evaluation, labels, source)
 
 
-def _stack(dataset, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def _stack(dataset, limit: int) -> tuple[np.ndarray, np.ndarray | None]:
     count = min(limit, len(dataset))
     pairs = [dataset[i] for i in range(count)]
     x = np.stack([np.asarray(sample, dtype=np.float32) for sample, _ in pairs])
+    if any(np.ndim(label) for _, label in pairs):
+        return x, None  # not class indices: no accuracy to compare
     y = np.asarray([int(label) for _, label in pairs])
     return x, y
 

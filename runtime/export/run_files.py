@@ -13,11 +13,13 @@ CHECKPOINTS = ("best", "last")
 
 @dataclass(frozen=True)
 class RunFiles:
-    """Where the parts of a model come from: a spec, optional weights and normalisation."""
+    """Where the parts of a model come from: a spec, optional weights, normalisation, and the
+    run directory (its `task.json`: what the task learnt, e.g. regression's target statistics)."""
 
     spec: str | Path
     weights: Path | None
     normalization: Path | None
+    run_dir: Path | None = None
 
 
 def is_run_dir(source: str | Path) -> bool:
@@ -65,6 +67,7 @@ def locate_model_files(
         spec=run / "spec.yaml",
         weights=chosen,
         normalization=normalization if normalization.is_file() else None,
+        run_dir=run,
     )
 
 

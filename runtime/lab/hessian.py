@@ -224,16 +224,9 @@ def training_batches(
     A freshly built model of a `normalize: auto` spec gets the training split's statistics
     first, as `nnspec train` would give it.
     """
-    from nnspec.runtime.train.data import channel_stats, load_data, make_loader
-    from nnspec.runtime.train.evaluate import spec_section
+    from nnspec.runtime.train.data import channel_stats, load_spec_data, make_loader
 
-    settings = spec_section(spec.train)
-    splits = load_data(
-        source,
-        spec.input.shape,
-        settings.get("val_fraction", 0.1),
-        settings.get("test_fraction", 0.2),
-    )
+    splits = load_spec_data(spec, source, output_shape=model.graph.output_shape)
     normalization = getattr(model, "input_normalization", None)
     if spec.normalize == "auto" and normalization is not None:
         mean, std = channel_stats(splits.train)

@@ -17,7 +17,8 @@ Public API:
     ServeMetrics                              Prometheus metrics (multiprocess-aware)
     open_model / ServedModel                  one onnxruntime session with its metadata
     DynamicBatcher                            Triton-style dynamic batching of requests
-    predict(model_path, inputs, ...)          offline inference (`nnspec predict`)
+    predict(session, info, samples, ...)      offline inference (`nnspec predict`), per task
+    task_outputs(record, output)              a task's outputs (label sets, masks) from raw output
 """
 
 from nnspec.runtime.common.lazy import lazy_exports
@@ -27,7 +28,7 @@ _EXPORTS = {
     "run_workers": "workers", "ServeSettings": "settings", "ModelRepository": "repository",
     "VersionPolicy": "repository", "ModelRegistry": "registry", "ServeMetrics": "metrics",
     "open_model": "models", "ServedModel": "models", "DynamicBatcher": "batching",
-    "predict": "predict", "read_model_info": "predict",
+    "predict": "predict", "read_model_info": "predict", "task_outputs": "tasks",
 }  # fmt: skip
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)

@@ -9,6 +9,8 @@ an :class:`ApiError` carrying the HTTP status; the gRPC server maps it to a stat
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import struct
 from dataclasses import dataclass
@@ -85,6 +87,8 @@ def check_input(model: ServedModel, name: str, datatype: object, shape: object):
     if meta is None:
         known = ", ".join(t.name for t in model.inputs)
         raise bad_request(f"model {model.name!r} has no input {name!r}; its inputs: {known}")
+    if datatype == "BYTES" != meta.datatype and model.image_input(name) is not None:
+        meta = model.image_input(name)  # encoded image files, one per row (shape [N])
     if datatype != meta.datatype:
         raise bad_request(
             f"input {name!r}: datatype {datatype!r} does not match the model's {meta.datatype}"
@@ -140,6 +144,8 @@ def array_from_raw(meta: TensorMeta, shape: tuple[int, ...], raw: bytes | memory
                 f"input {meta.name!r}: shape {shape_text(shape)} needs {count} elements, "
                 f"got {len(items)}",
             )
+        if meta.encoded_images:  # files stay bytes; build_request decodes them
+            return _objects(items).reshape(shape)
         return np.array([i.decode("utf-8", "replace") for i in items], dtype=object).reshape(shape)
     dtype = NUMPY_DTYPES[meta.datatype]
     if len(raw) != count * dtype.itemsize:
@@ -158,7 +164,9 @@ def array_from_values(meta: TensorMeta, shape: tuple[int, ...], values: object) 
     """
     dtype = NUMPY_DTYPES[meta.datatype]
     try:
-        if meta.datatype == "BYTES":
+        if meta.encoded_images:  # bytes (gRPC) or base64 text (JSON); build_request decodes
+            array = _objects(list(_flatten(values)))
+        elif meta.datatype == "BYTES":
             array = np.array([_text(v) for v in _flatten(values)], dtype=object)
         else:
             array = np.asarray(values, dtype=dtype)
@@ -173,6 +181,13 @@ def array_from_values(meta: TensorMeta, shape: tuple[int, ...], values: object) 
             f"elements, 'data' has {array.size}",
         )
     return array.reshape(shape)
+
+
+def _objects(items: list) -> np.ndarray:
+    """A 1-D object array of `items` as they are (bytes stay bytes, never split)."""
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array
 
 
 def _flatten(values: object):
@@ -226,9 +241,31 @@ def build_request(
     missing = [t.name for t in model.inputs if t.name not in inputs]
     if missing:
         raise bad_request(f"model {model.name!r} needs input(s) {', '.join(missing)}")
+    inputs = {name: _decoded_images(model, name, array) for name, array in inputs.items()}
+    problem = model.input_problem(inputs)  # the input contract: range, finite values
+    if problem is not None:
+        raise bad_request(problem)
     if not outputs:
         outputs = [RequestedOutput(t.name, binary_default) for t in model.outputs]
     return InferRequest(request_id, inputs, outputs, _rows(model, inputs))
+
+
+def _decoded_images(model: ServedModel, name: str, array: np.ndarray) -> np.ndarray:
+    """Encoded image files sent for an image input, as the input's tensor (else `array`)."""
+    if array.dtype != object or model.input(name).datatype == "BYTES":
+        return array
+    items = []
+    for item in array.ravel():
+        if isinstance(item, str):  # JSON carries files as base64 text
+            try:
+                item = base64.b64decode(item, validate=True)
+            except (binascii.Error, ValueError) as error:
+                raise bad_request(f"input {name!r}: an image in JSON is base64 ({error})") from error
+        items.append(bytes(item))
+    try:
+        return model.decode_images(name, items)
+    except ValueError as error:
+        raise bad_request(str(error)) from error
 
 
 def _rows(model: ServedModel, inputs: dict[str, np.ndarray]) -> int:

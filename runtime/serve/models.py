@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from nnspec.compiler.errors import ServeError
-from nnspec.runtime.export.metadata import labels_from_metadata
+from nnspec.runtime.export.metadata import ModelRecord, read_model_record
+from nnspec.runtime.serve.tasks import contract_problem, derived_outputs, image_input, task_outputs
 
 # onnxruntime's type strings -> KServe v2 datatype names.
 ONNX_DATATYPES: dict[str, str] = {
@@ -60,6 +61,8 @@ class TensorMeta:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    #: a BYTES stand-in for an image input: encoded image files, one per row (serve/tasks.py)
+    encoded_images: bool = False
 
     def as_json(self) -> dict:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
@@ -79,6 +82,10 @@ class ServedModel:
     # Rows one onnxruntime call may take; 1 means requests are never merged.
     max_batch_size: int = 1
     properties: dict[str, str] = field(default_factory=dict)
+    #: the task, labels and input contracts of the nnspec metadata (defaults without it)
+    record: ModelRecord = field(default_factory=ModelRecord)
+    #: outputs the server computes from the model's first output for its task (serve/tasks.py)
+    derived: tuple[str, ...] = ()
 
     @property
     def batchable(self) -> bool:
@@ -96,8 +103,33 @@ class ServedModel:
     runner: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One onnxruntime call; returns every output by name. Thread-safe (onnxruntime is)."""
-        return self.runner(feed)
+        """One onnxruntime call; returns every output by name, the task's outputs included.
+        Thread-safe (onnxruntime is)."""
+        results = self.runner(feed)
+        if self.derived:
+            first = next(t.name for t in self.outputs if t.name not in self.derived)
+            results.update(task_outputs(self.record, results[first]))
+        return results
+
+    def input_problem(self, inputs: dict[str, np.ndarray]) -> str | None:
+        """Why these request inputs contradict the model's input contract (values outside its
+        declared range, or not finite), or None."""
+        for name, array in inputs.items():
+            problem = contract_problem(self.record, name, array)
+            if problem:
+                return problem
+        return None
+
+    def image_input(self, name: str) -> TensorMeta | None:
+        """The BYTES stand-in of input `name` when it takes encoded image files, else None."""
+        contract = self.record.inputs.get(name)
+        if contract is None or not contract.is_image:
+            return None
+        return TensorMeta(name, "BYTES", (-1,), encoded_images=True)
+
+    def decode_images(self, name: str, encoded: list[bytes]) -> np.ndarray:
+        """Encoded images as a batch of input `name` (ValueError when one is unreadable)."""
+        return image_input(self.record, name, encoded)
 
     @property
     def provider(self) -> str:
@@ -147,9 +179,9 @@ def _tensor_meta(node) -> TensorMeta:
     return TensorMeta(node.name, datatype, shape)
 
 
-def _labels_from_metadata(props: dict[str, str], where: Path) -> list[str] | None:
+def _record(props: dict[str, str], where: Path) -> ModelRecord:
     try:
-        return labels_from_metadata(props)
+        return read_model_record(props)
     except ValueError as error:
         raise ServeError(f"{where}: {error}") from error
 
@@ -190,15 +222,20 @@ def open_model(
     inputs = [_tensor_meta(node) for node in session.get_inputs()]
     outputs = [_tensor_meta(node) for node in session.get_outputs()]
     props = dict(session.get_modelmeta().custom_metadata_map)
+    record = _record(props, onnx_path)
+    derived = [TensorMeta(d.name, d.datatype, d.shape)
+               for d in derived_outputs(record, outputs[0].shape)] if outputs else []  # fmt: skip
     model = ServedModel(
         name=name,
         version=version,
         path=onnx_path,
         session=session,
         inputs=inputs,
-        outputs=outputs,
-        labels=_labels_from_metadata(props, onnx_path) or labels,
+        outputs=outputs + derived,
+        labels=record.labels or labels,
         properties=props,
+        record=record,
+        derived=tuple(d.name for d in derived),
     )
     model.max_batch_size = max(1, max_batch_size) if model.batchable else 1
     model.runner = make_runner(session, [t.name for t in outputs])

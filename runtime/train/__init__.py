@@ -11,8 +11,11 @@ Public API:
     TrainOptions                                 what the command line sets
     evaluate_run(run_dir, data=, split=, ...)    `nnspec eval`
     load_trained_model(run_dir, checkpoint=)     (model in eval mode, spec)
-    load_data(source, input_shape, ...)          DataSplits of a data source
+    load_data(source, inputs, task=, ...)        DataSplits of a data source (data/ package)
+    load_spec_data(spec, source)                 the same for a spec's inputs, task and labels
     make_loader(dataset, batch_size, train=)     the trainer's DataLoader
+    make_task(spec), Task, TASKS                 the spec's task: loss, targets, metrics
+    build_augmentation(entries, contract, ...)   train.augment on torchvision.transforms.v2
     build_optimizer(model, config), Schedule     optimizer and lr/momentum schedules
     save_checkpoint / load_checkpoint            crash-safe safetensors checkpoints
     import_weights(spec, source, out)            `nnspec import-weights`: any state_dict file
@@ -30,7 +33,9 @@ _EXPORTS = {
     "train": "trainer", "finish_run": "trainer", "training_loss": "loop",
     "TrainOptions": "options",
     "evaluate": "evaluate", "evaluate_run": "evaluate", "load_trained_model": "evaluate",
-    "DataSplits": "data", "load_data": "data", "make_loader": "data",
+    "DataSplits": "data", "DataRequest": "data", "load_data": "data", "load_spec_data": "data",
+    "make_loader": "data", "make_task": "tasks", "Task": "tasks", "TASKS": "tasks",
+    "build_augmentation": "augment",
     "build_optimizer": "optim", "Schedule": "schedules",
     "Checkpoint": "checkpoint", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "import_weights": "weights", "import_torchvision_weights": "weights",

@@ -20,7 +20,10 @@ def resolve_device(choice: str = "auto") -> torch.device:
     return torch.device(choice)
 
 
-def prepare_input(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+def prepare_input(x, device: torch.device, channels_last: bool):
+    """A batch's input (a tensor, or a tuple of them for named inputs) on `device`."""
+    if isinstance(x, tuple | list):
+        return tuple(prepare_input(part, device, channels_last) for part in x)
     x = x.to(device, non_blocking=True)
     if channels_last and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -25,8 +25,9 @@ class Monitor:
 
     @classmethod
     def of(cls, metric: str, mode: MonitorMode = "auto") -> Monitor:
-        if mode == "auto":
-            mode = "min" if "loss" in metric else "max"
+        if mode == "auto":  # a loss or an error (regression's mae, rmse) falls as it improves
+            errors = ("loss", "mae", "mse", "rmse")
+            mode = "min" if any(word in metric for word in errors) else "max"
         return cls(metric, mode)
 
     def gain(self, value: float, reference: float) -> float:

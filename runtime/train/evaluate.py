@@ -1,8 +1,9 @@
-"""Loss and accuracy of a model on a data split, and of a finished run directory."""
+"""Loss and the task's metrics of a model on a data split, and of a finished run directory."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -10,13 +11,15 @@ import torch.distributed as dist
 from torch import nn
 
 from nnspec.compiler.errors import UsageError
-from nnspec.compiler.training_schema import LossConfig, TrainConfig
 from nnspec.runtime.train.checkpoint import load_checkpoint
 from nnspec.runtime.train.device import autocast_for, prepare_input, resolve_device
 
+TASK_FILE = "task.json"
 
-def loss_function(config: LossConfig) -> nn.Module:
-    return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+def run_model(model: nn.Module, x):
+    """The model on one batch: `x` is a tensor, or a tuple of tensors for named inputs."""
+    return model(*x) if isinstance(x, tuple | list) else model(x)
 
 
 @torch.no_grad()
@@ -24,48 +27,51 @@ def evaluate(
     model: nn.Module,
     loader,
     device: torch.device,
-    loss_fn: nn.Module,
+    task,
     *,
     channels_last: bool = False,
     amp: bool = False,
     amp_dtype: str = "bfloat16",
-) -> dict[str, float]:
-    """Mean loss, top-1 (and top-5 with more than 5 classes) accuracy over `loader`, in eval
-    mode. Under torch.distributed the sums of every rank are added, so each rank gets the
-    whole split's figures."""
+) -> dict:
+    """Mean loss and the task's metrics (torchmetrics) over `loader`, in eval mode. Under
+    torch.distributed every rank's samples count, so each rank gets the whole split's figures."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
-    top5 = False
+    metrics = task.eval_metrics().to(device)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x count, count
     for x, y in loader:
         x, y = prepare_input(x, device, channels_last), y.to(device, non_blocking=True)
+        task.check_targets(y)
         with autocast_for(device, amp, amp_dtype):
-            logits = model(x)
-        logits = logits.float()
-        sums[0] += loss_fn(logits, y).double() * len(y)
-        sums[1] += (logits.argmax(1) == y).sum()
-        if logits.shape[1] > 5:
-            top5 = True
-            sums[2] += (logits.topk(5, dim=1).indices == y[:, None]).any(1).sum()
-        sums[3] += len(y)
+            output = run_model(model, x)
+        output = output.float()
+        sums[0] += task.eval_loss(output, y).double() * len(y)
+        sums[1] += len(y)
+        task.update_eval(metrics, output, y)
     model.train(was_training)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(sums)
-    loss, correct, correct5, count = sums.tolist()
+    loss, count = sums.tolist()
     if count == 0:
-        return {"loss": float("nan"), "accuracy": float("nan"), "count": 0}
-    result = {"loss": loss / count, "accuracy": correct / count, "count": int(count)}
-    if top5:
-        result["top5_accuracy"] = correct5 / count
-    return result
+        return {"loss": math.nan, task.monitor: math.nan, "count": 0}
+    values = {k: v.tolist() if v.ndim else float(v) for k, v in metrics.compute().items()}
+    return {"loss": loss / count, **task.finish_metrics(values), "count": int(count)}
+
+
+def read_task_state(run_dir: Path) -> dict:
+    """What the run's task learnt from its data (`task.json`), {} for a run without it."""
+    path = Path(run_dir) / TASK_FILE
+    return json.loads(path.read_text()).get("state", {}) if path.exists() else {}
 
 
 def load_trained_model(run_dir: Path, checkpoint: str = "best", device: str = "cpu"):
-    """The model of a run directory with `checkpoint`'s weights and the run's normalisation.
+    """The model of a run directory with `checkpoint`'s weights, the run's normalisation and
+    what its task learnt (regression targets: eval outputs in the targets' units).
 
     Returns (model, spec); the model is in eval mode on `device`.
     """
     from nnspec.compiler import build_model, load_spec
+    from nnspec.runtime.train.tasks import make_task
 
     run_dir = Path(run_dir)
     spec_path = run_dir / "spec.yaml"
@@ -80,6 +86,9 @@ def load_trained_model(run_dir: Path, checkpoint: str = "best", device: str = "c
     normalization = json.loads((run_dir / "normalization.json").read_text())
     if normalization.get("mean") is not None:
         model.set_normalization(normalization["mean"], normalization["std"])
+    task = make_task(spec, model.graph.output_shape)
+    task.restore(read_task_state(run_dir))
+    task.prepare_model(model)
     return model.to(resolve_device(device)).eval(), spec
 
 
@@ -92,7 +101,9 @@ def evaluate_run(
     batch_size: int = 256,
 ) -> dict:
     """Evaluate a run's checkpoint on a split of its data (or of `data`)."""
-    from nnspec.runtime.train.data import load_data, make_loader
+    from nnspec.compiler.training_schema import TrainConfig
+    from nnspec.runtime.train.data import load_spec_data, make_loader
+    from nnspec.runtime.train.tasks import make_task
 
     if split not in ("train", "val", "test"):
         raise UsageError(f"unknown split {split!r}; choose train, val or test")
@@ -100,11 +111,14 @@ def evaluate_run(
     model, spec = load_trained_model(run_dir, checkpoint, str(target))
     settings = TrainConfig.model_validate(spec_section(spec.train))
     source = data or settings.data
-    splits = load_data(source, spec.input.shape, settings.val_fraction, settings.test_fraction)
+    output_shape = model.graph.output_shape
+    splits = load_spec_data(spec, source, settings, output_shape)
     loader = make_loader(getattr(splits, split), batch_size, train=False)
-    loss_fn = loss_function(LossConfig.model_validate(spec_section(spec.loss)))
-    result = evaluate(model, loader, target, loss_fn)
-    return {"run": str(run_dir), "checkpoint": checkpoint, "data": source, "split": split, **result}
+    task = make_task(spec, output_shape)
+    task.restore(read_task_state(run_dir))
+    result = evaluate(model, loader, target, task)
+    return {"run": str(run_dir), "checkpoint": checkpoint, "data": source, "split": split,
+            "task": task.name, **result}  # fmt: skip
 
 
 def spec_section(value) -> dict:

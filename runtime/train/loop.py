@@ -1,5 +1,6 @@
-"""One training epoch: batches, loss, optimizer steps over `train.accumulate` batches each,
-and the epoch's record. The session set-up, checkpoints and the run's end are trainer.py's.
+"""One training epoch: batches, the task's loss (plus training-only heads), optimizer steps
+over `train.accumulate` batches each, and the epoch's record (loss and the task's training
+metrics). The session set-up, checkpoints and the run's end are trainer.py's.
 
 Gradient accumulation: an optimizer step follows every `accumulate` batches, each batch's loss
 divided by the number of batches in its group, so that (without batch norm, whose statistics
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from nnspec.compiler.training_schema import TrainConfig
 from nnspec.runtime.train.checkpoint import checkpoint_exists
 from nnspec.runtime.train.device import autocast_for, prepare_input
 from nnspec.runtime.train.distributed import Distributed
+from nnspec.runtime.train.evaluate import run_model
 from nnspec.runtime.train.optim import momentum_of
 from nnspec.runtime.train.progress import ProgressBar
 from nnspec.runtime.train.recipes import Recipes
@@ -45,21 +48,26 @@ class Session:
     settings: TrainConfig
     device: torch.device
     ctx: Distributed
-    loss_fn: nn.Module
+    task: object
+    """The spec's Task (runtime/train/tasks/): target checks, loss, training metrics."""
     amp: bool
     checkpoints: Path
     tracking: object | None = None
     """The TrackingSession (rank 0 only)."""
+    mixer: Callable | None = None
+    """MixUp/CutMix on whole batches (augment.BatchMixer), if `train.augment` has them."""
 
 
 def train_epoch(run: Session, epoch: int, net: nn.Module, loader, progress: bool) -> dict:
-    """One epoch (from 1); returns its record (train loss and accuracy, lr, speed)."""
+    """One epoch (from 1); returns its record (train loss, the task's training metrics, lr,
+    speed)."""
     settings, ctx, state, optimizer, device = (
         run.settings, run.ctx, run.state, run.optimizer, run.device
     )
     loader.sampler.set_epoch(epoch - 1)
     run.recipes.set_train_mode(net, epoch)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, count
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x count, count
+    metrics = run.task.train_metrics().to(device)
     heads = getattr(run.model, "head_loss_weights", {}) or {}
     bar = ProgressBar(len(loader), f"epoch {epoch}/{settings.epochs}", progress)
     started = time.perf_counter()
@@ -71,14 +79,17 @@ def train_epoch(run: Session, epoch: int, net: nn.Module, loader, progress: bool
         if batch == first:
             run.schedule.apply(optimizer, state["step"])
             optimizer.zero_grad(set_to_none=True)
+        run.task.check_targets(y)
+        if run.mixer is not None:
+            x, y = run.mixer(x, y, epoch - 1, batch)
         x = prepare_input(x, device, settings.channels_last)
         y = y.to(device, non_blocking=True)
         sync = contextlib.nullcontext() if stepping or not ctx.active else net.no_sync()
         with sync:
             with autocast_for(device, run.amp, settings.amp_dtype):
-                output = net(x)
+                output = run_model(net, x)
             logits = output[0] if isinstance(output, tuple) else output
-            loss = training_loss(output, y, run.loss_fn, heads)
+            loss = training_loss(output, y, run.task.loss, heads)
             value = checked_loss(run, loss, epoch, batch)
             scaled = loss / group if group > 1 else loss
             (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
@@ -87,10 +98,10 @@ def train_epoch(run: Session, epoch: int, net: nn.Module, loader, progress: bool
         sums += torch.stack(
             [
                 loss.detach().double() * len(y),
-                (logits.argmax(1) == y).sum().double(),
                 torch.tensor(float(len(y)), dtype=torch.float64, device=device),
             ]
         )
+        run.task.update_train(metrics, logits, y)
         bar.update(1, f"loss {value:.4f}")
     bar.close()
     ctx.sync_buffers(run.model)
@@ -99,13 +110,14 @@ def train_epoch(run: Session, epoch: int, net: nn.Module, loader, progress: bool
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
-    loss_sum, correct, count = ctx.sum(sums).tolist()
+    loss_sum, count = ctx.sum(sums).tolist()
     group = optimizer.param_groups[0]
+    computed = {f"train_{k}": float(v) for k, v in metrics.compute().items()} if count else {}
     return {
         "epoch": epoch,
         "step": state["step"],
-        "train_loss": loss_sum / count,
-        "train_accuracy": correct / count,
+        "train_loss": loss_sum / count if count else math.nan,
+        **computed,
         "lr": group["lr"],
         "momentum": momentum_of(group),
         "images_per_second": count / seconds,
@@ -152,7 +164,7 @@ def checked_loss(run: Session, loss: torch.Tensor, epoch: int, batch: int) -> fl
 
 
 def training_loss(
-    output, target: torch.Tensor, loss_fn: nn.Module, head_weights: dict
+    output, target: torch.Tensor, loss_fn: Callable, head_weights: dict
 ) -> torch.Tensor:
     """The loss of a model's training-mode output: `logits`, or `(logits, {head: logits})`
     for a spec with training-only heads, whose losses add with their weights."""
@@ -163,14 +175,13 @@ def training_loss(
     return loss
 
 
-def metric_names(model, settings: TrainConfig) -> list[str]:
+def metric_names(task, settings: TrainConfig) -> list[str]:
     """What each epoch's record holds (what `train.best` and early stopping may watch)."""
-    classes = model.graph.node(model.graph.output).shape[0]
-    val = ["loss", "accuracy", *(["top5_accuracy"] if classes > 5 else [])]
+    val = ["loss", *task.eval_metric_names()]
     splits = ["val_", *(["val_ema_"] if settings.ema else [])]
     return [
         "train_loss",
-        "train_accuracy",
+        *(f"train_{m}" for m in task.train_metric_names()),
         *(split + m for split in splits for m in val),
         "lr",
         "momentum",

@@ -1,18 +1,20 @@
 """`nnspec train`: a spec, its data and settings become a resumable run directory.
 
 The run directory holds `spec.yaml` (resolved: concrete normalisation, effective `train:`
-settings, class labels), `normalization.json`, `run.json` (spec hash and settings, for
-`--resume` and `nnspec eval`), `metrics.jsonl`, `tb/` (TensorBoard), `tracking.json` (the
-tracker runs, see tracking/), `init_from.json` (what `--init-from` loaded), `checkpoints/`
-(`last` and `best`, see checkpoint.py) and `final.json`.
+settings, class labels), `normalization.json`, `task.json` (the task's record and what it
+learnt from the data), `run.json` (spec hash and settings, for `--resume` and `nnspec eval`),
+`metrics.jsonl`, `tb/` (TensorBoard), `tracking.json` (the tracker runs, see tracking/),
+`init_from.json` (what `--init-from` loaded), `checkpoints/` (`last` and `best`, see
+checkpoint.py) and `final.json`. The spec's task (tasks/) decides the loss, the targets, the
+metrics and the default metric that picks `best`.
 
 Under `torchrun` (RANK and WORLD_SIZE set) the same code runs DDP: one process per device, a
 distributed sampler, `--batch-size` per process, and only rank 0 writing files.
 
 Size: `_Run` is the training session; its steps (set-up, resume, epoch, end-of-epoch
 checkpoint, finish) share the run's state. Everything that does not need that state lives in
-its own module (options, run_dir, distributed, device, data, optim, schedules, checkpoint,
-finetune, recipes, tracking).
+its own module (options, run_dir, distributed, device, data, augment, tasks, loop, records,
+optim, schedules, checkpoint, finetune, recipes, tracking).
 """
 
 from __future__ import annotations
@@ -30,13 +32,9 @@ import torch
 import yaml
 from torch import nn
 
-from nnspec.compiler.errors import DataError, UsageError
-from nnspec.compiler.training_schema import (
-    LossConfig,
-    OptimizerConfig,
-    ScheduleConfig,
-    TrainConfig,
-)
+from nnspec.compiler.errors import UsageError
+from nnspec.compiler.training_schema import OptimizerConfig, ScheduleConfig, TrainConfig
+from nnspec.runtime.train.augment import augment_training_split
 from nnspec.runtime.train.checkpoint import (
     load_checkpoint,
     restore_rng,
@@ -44,22 +42,29 @@ from nnspec.runtime.train.checkpoint import (
     write_json_atomic,
     write_text_atomic,
 )
-from nnspec.runtime.train.data import DataSplits, channel_stats, load_data, make_loader
+from nnspec.runtime.train.data import (
+    DataSplits,
+    channel_stats,
+    load_spec_data,
+    make_loader,
+    undeclared_range_note,
+)
 from nnspec.runtime.train.device import resolve_device
 from nnspec.runtime.train.distributed import Distributed
 from nnspec.runtime.train.early_stopping import Monitor
-from nnspec.runtime.train.evaluate import evaluate, loss_function, spec_section
+from nnspec.runtime.train.evaluate import TASK_FILE, evaluate, read_task_state, spec_section
 from nnspec.runtime.train.failures import is_out_of_memory, memory_failure, storage_failure
 from nnspec.runtime.train.loop import Session, metric_names, train_epoch, training_loss
 from nnspec.runtime.train.optim import build_optimizer
 from nnspec.runtime.train.options import TrainOptions
 from nnspec.runtime.train.progress import ProgressBar
 from nnspec.runtime.train.recipes import EMA, Recipes
+from nnspec.runtime.train.records import epoch_line, metric_text
 from nnspec.runtime.train.run_dir import choose_run_dir, read_json, reconcile_metrics
 from nnspec.runtime.train.schedules import Schedule
+from nnspec.runtime.train.tasks import Task, make_task
 
 EVAL_BATCH_SIZE = 256
-BEST_DEFAULT = Monitor("val_accuracy", "max")  # what picks `best` unless train.best says
 # What a run's checkpoints carry as "state"; a new run starts from this.
 FRESH_STATE = {"epoch": 0, "step": 0, "best_epoch": 0, "train_seconds": 0.0}
 __all__ = ["train", "finish_run", "training_loss", "TrainOptions"]
@@ -141,7 +146,6 @@ class _Run:
         self.settings = TrainConfig.model_validate({**base, **options.setting_overrides()})
         self.optimizer_config = OptimizerConfig.model_validate(spec_section(spec.optimizer))
         self.schedule_config = ScheduleConfig.model_validate(spec_section(spec.schedule))
-        self.loss_fn = loss_function(LossConfig.model_validate(spec_section(spec.loss)))
         self.started = time.perf_counter()
         self.amp = self.settings.amp and device.type == "cuda"
         if self.settings.amp and not self.amp:
@@ -165,12 +169,18 @@ class _Run:
         from nnspec.compiler import build_model
 
         settings, ctx = self.settings, self.ctx
-        data = load_data(
-            settings.data, _input_shape(self.spec), settings.val_fraction, settings.test_fraction
-        )
         model = build_model(self.spec, seed=settings.seed)
-        _check_classes(model, data)
+        output_shape = model.graph.output_shape
+        self.task = task = make_task(self.spec, output_shape)
+        data = load_spec_data(self.spec, settings.data, settings, output_shape)
+        task.check_data(model.graph, data)
+        self.task_state = self._fit_task(task, data)
+        task.prepare_model(model)
         normalization = self._normalize(model, data)
+        note = undeclared_range_note(self.spec, data)
+        if note:
+            self.log(note)
+        mixer = augment_training_split(data, self.spec, settings, settings.seed)
         init_report = self._init_from(model)
         memory_format = torch.channels_last if settings.channels_last else torch.preserve_format
         model.to(self.device, memory_format=memory_format)
@@ -194,7 +204,8 @@ class _Run:
         scaler = (
             torch.amp.GradScaler("cuda") if self.amp and settings.amp_dtype == "float16" else None
         )
-        recipes = Recipes(model, settings, metric_names(model, settings), BEST_DEFAULT)
+        best = Monitor(f"val_{task.monitor}", "max" if task.higher_is_better else "min")
+        recipes = Recipes(model, settings, metric_names(task, settings), best)
         if recipes.freezer is not None:
             self.log(recipes.freezer.describe())
         # Dropout draws from the global RNG; a rank-specific seed gives ranks different masks.
@@ -209,7 +220,7 @@ class _Run:
             tracking = None
         session = Session(
             model, optimizer, scaler, schedule, recipes, state, settings, self.device, ctx,
-            self.loss_fn, self.amp, self.checkpoints, tracking,
+            task, self.amp, self.checkpoints, tracking, mixer,
         )
         progress = ctx.is_main and _want_progress(self.options)
         try:
@@ -246,6 +257,15 @@ class _Run:
         if self.settings.compile:
             net = torch.compile(net)
         return net
+
+    def _fit_task(self, task: Task, data: DataSplits) -> dict:
+        """What the task learns from the training split (regression's target statistics),
+        or, when resuming, what it learnt when the run started."""
+        if self.options.resume:
+            state = read_task_state(self.run_dir)
+            task.restore(state)
+            return state
+        return task.fit(data)
 
     def _normalize(self, model, data: DataSplits) -> dict:
         normalize = self.spec.normalize
@@ -303,6 +323,8 @@ class _Run:
         spec_path = self.run_dir / "spec.yaml"
         write_text_atomic(spec_path, yaml.safe_dump(resolved, sort_keys=False))
         write_json_atomic(self.run_dir / "normalization.json", normalization)
+        write_json_atomic(self.run_dir / TASK_FILE,
+                          {"task": self.task.metadata(), "state": self.task_state})  # fmt: skip
         if init_report is not None:
             write_json_atomic(self.run_dir / "init_from.json", init_report.to_json())
         write_json_atomic(
@@ -312,6 +334,7 @@ class _Run:
                 "spec_source": str(self.spec.source),
                 "spec_hashes": [self.spec_hash, load_spec(spec_path).spec_hash],
                 "settings": self.settings.model_dump(mode="json"),
+                "task": self.task.name,
                 "data": {
                     "source": data.source,
                     "classes": data.num_classes,
@@ -344,12 +367,13 @@ class _Run:
             model,
             val_loader,
             self.device,
-            self.loss_fn,
+            self.task,
             channels_last=self.settings.channels_last,
             amp=self.amp,
             amp_dtype=self.settings.amp_dtype,
         )
-        return {f"{prefix}{k}": v for k, v in result.items() if k != "count"}
+        return {f"{prefix}{k}": v for k, v in result.items()
+                if k != "count" and not isinstance(v, list)}  # fmt: skip
 
     def _end_epoch(self, run: Session, record: dict, on_epoch: EpochHook | None) -> str | None:
         """Pick best, checkpoint, log; return why training stops after this epoch, if it does."""
@@ -378,7 +402,7 @@ class _Run:
             if on_epoch is not None:
                 reason = on_epoch(record) or reason
         reason = self.ctx.share(reason)
-        self.log(_epoch_line(record, self.settings.epochs))
+        self.log(epoch_line(record, self.settings.epochs, self.task))
         if reason == "early_stopping":
             self.log(
                 f"early stopping: {run.recipes.stopper.monitor.metric} has not improved for "
@@ -398,25 +422,26 @@ class _Run:
             world_size=self.ctx.world_size,
         )
         model.load_state_dict(best.weights)
-        test = evaluate(model, test_loader, self.device, self.loss_fn)
+        task = self.task
+        test = evaluate(model, test_loader, self.device, task)
         final = {
-            "test_accuracy": test["accuracy"],
-            "test_loss": test["loss"],
-            **({"test_top5_accuracy": test["top5_accuracy"]} if "top5_accuracy" in test else {}),
+            **{f"test_{k}": v for k, v in test.items() if k != "count"},
             "test_count": test["count"],
         }
         if EMA in best.extra_weights and run.recipes.ema is not None:
             run.recipes.ema.load_state_dict(best.extra_weights[EMA])
-            ema = evaluate(run.recipes.ema.module, test_loader, self.device, self.loss_fn)
+            ema = evaluate(run.recipes.ema.module, test_loader, self.device, task)
             final.update({f"test_ema_{k}": v for k, v in ema.items() if k != "count"})
         best_record = run.recipes.best or {}
+        monitor = f"val_{task.monitor}"
         final.update(
             {
                 "checkpoint": "best",
+                "task": task.name,
                 "best_epoch": state["best_epoch"],
                 "best_metric": run.recipes.picker.metric,
                 "best_value": best_record.get(run.recipes.picker.metric),
-                "best_val_accuracy": best_record.get("val_accuracy"),
+                f"best_{monitor}": best_record.get(monitor),
                 "epochs": state["epoch"],
                 "steps": state["step"],
                 "stop_reason": stop_reason,
@@ -430,43 +455,11 @@ class _Run:
             write_json_atomic(self.run_dir / "final.json", final)
             run.tracking.log_final(final, [self.run_dir / "final.json"])
         self.log(
-            f"test accuracy {100 * final['test_accuracy']:.2f}% (best epoch "
-            f"{final['best_epoch']}, {final['train_seconds']:.1f}s training); run in {self.run_dir}"
+            f"test {metric_text(test)} (best epoch {final['best_epoch']}, "
+            f"{final['train_seconds']:.1f}s training); run in {self.run_dir}"
         )
         return final
 
 
-def _input_shape(spec) -> tuple[int, ...]:
-    if getattr(spec, "input", None) is None:
-        raise UsageError(
-            "nnspec train feeds one input; this spec declares several (inputs:)\n    hint: "
-            "train it from Python with your own loop",
-        )
-    return tuple(spec.input.shape)
-
-
-def _check_classes(model, data: DataSplits) -> None:
-    shape = tuple(model.graph.node(model.graph.output).shape)
-    if len(shape) != 1:
-        raise UsageError(
-            f"nnspec train trains classifiers: the output must be [classes], got {list(shape)}",
-        )
-    if shape[0] < data.num_classes:
-        raise DataError(
-            f"data {data.source!r} has {data.num_classes} classes but the model outputs "
-            f"{shape[0]}\n    hint: set the last layer's out to {data.num_classes}, e.g. "
-            f"--set network[-1].linear.out={data.num_classes}",
-        )
-
-
 def _want_progress(options: TrainOptions) -> bool:
     return ProgressBar.wanted(sys.stderr) if options.progress is None else options.progress
-
-
-def _epoch_line(record: dict, epochs: int) -> str:
-    return (
-        f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f} "
-        f"acc {100 * record['train_accuracy']:.2f}%  val loss {record['val_loss']:.4f} "
-        f"acc {100 * record['val_accuracy']:.2f}%  lr {record['lr']:.4g}  "
-        f"{record['images_per_second']:.0f} img/s  {record['epoch_seconds']:.1f}s"
-    )

@@ -77,12 +77,25 @@ def test_npz_arrays_and_text_output(exported, tmp_path, capsys):
     assert text.count("%") == 2 * 3
 
 
-def test_image_of_the_wrong_size_is_a_clear_error(exported, tmp_path, capsys):
-    _, path = exported
-    Image.new("L", (10, 8)).save(tmp_path / "big.png")
-    assert main(["predict", str(path), str(tmp_path / "big.png")]) == 2
-    err = capsys.readouterr().err
-    assert "10x8 pixels but the model takes 8x8" in err and "Traceback" not in err
+def test_image_of_another_size_is_resized_as_training_resizes_it(exported, tmp_path, capsys):
+    """Without a `preprocess`, images are resized to the input's size, in predict as in the
+    training data sources: the same file gives the same sample both ways."""
+    from nnspec.runtime.train.data import load_data
+
+    model, path = exported
+    pixels = ((np.arange(80).reshape(8, 10) * 3) % 256).astype(np.uint8)
+    (tmp_path / "folder" / "a").mkdir(parents=True)
+    (tmp_path / "folder" / "b").mkdir()
+    Image.fromarray(pixels, mode="L").save(tmp_path / "folder" / "a" / "wide.png")
+    Image.fromarray(pixels, mode="L").save(tmp_path / "folder" / "b" / "wide.png")
+    out = _predict_json(capsys, path, tmp_path / "folder" / "a" / "wide.png", "--top-k", "10")
+    resized = np.asarray(Image.fromarray(pixels, mode="L").resize((8, 8), Image.BILINEAR))
+    with torch.no_grad():
+        want = _softmax(model(torch.from_numpy(resized / 255.0).float().view(1, 1, 8, 8)))[0]
+    got = {t["index"]: t["probability"] for t in out["predictions"][0]["top"]}
+    np.testing.assert_allclose([got[i] for i in range(10)], want, rtol=1e-4)
+    splits = load_data(str(tmp_path / "folder"), (1, 8, 8), val_fraction=0, test_fraction=0)
+    np.testing.assert_array_equal(splits.train[0][0].numpy()[0], resized / np.float32(255.0))
 
 
 def test_array_of_the_wrong_shape_is_a_clear_error(exported, tmp_path, capsys):

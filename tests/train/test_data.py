@@ -54,7 +54,7 @@ def test_npz_source_with_and_without_a_test_split(tmp_path):
 
 def test_npz_without_y_is_a_data_error(tmp_path):
     np.savez(tmp_path / "bad.npz", x=np.zeros((3, 2)))
-    with pytest.raises(DataError, match="'x' and 'y'"):
+    with pytest.raises(DataError, match="must hold the targets as an array 'y'"):
         load_data(str(tmp_path / "bad.npz"), (2,))
 
 
@@ -90,7 +90,7 @@ def test_synthetic_source_options():
     assert len(splits.train) + len(splits.val) + len(splits.test) == 60
     default_shape = load_data("synthetic", (5,))
     assert default_shape.sample_shape == (5,) and default_shape.num_classes == 10
-    with pytest.raises(DataError, match="unknown synthetic option"):
+    with pytest.raises(DataError, match="unknown option"):
         load_data("synthetic:colour=red", (5,))
 
 
@@ -179,3 +179,113 @@ def test_ranks_get_disjoint_shares():
         labels_in_order(make_loader(data, 8, train=False, rank=r, world_size=3)) for r in range(3)
     ]
     assert sorted(sum(evals, [])) == list(range(50))
+
+
+# ---------------------------------------------------------------------- sources per task
+def contract(shape, **fields):
+    from nnspec.compiler.schema import InputSpec
+
+    return InputSpec(shape=list(shape), **fields)
+
+
+def test_shapes_source_draws_masks_that_match_the_pictures():
+    splits = load_data("shapes:n=30,seed=3", contract((1, 24, 24), range=[0, 255]),
+                       task="segmentation", output_shape=(4, 24, 24))  # fmt: skip
+    assert splits.labels == ["background", "circle", "square", "triangle"]
+    x, y = all_samples(splits.train)
+    assert x.shape[1:] == (1, 24, 24) and y.shape[1:] == (24, 24) and y.dtype == torch.int64
+    assert x.max() <= 255 and x.max() > 200  # converted into the declared range
+    assert torch.equal(x[:, 0] > 96, y > 0)  # shapes are bright, background dark
+    regression = load_data("shapes:n=30,seed=3", (1, 24, 24), task="regression",
+                           output_shape=(3,))  # fmt: skip
+    multilabel = load_data("shapes:n=30,seed=3", (1, 24, 24), task="multilabel",
+                           output_shape=(3,))  # fmt: skip
+    x, cover = all_samples(regression.train)
+    _, present = all_samples(multilabel.train)
+    assert torch.equal(present > 0, cover > 0)  # the same pictures, told three ways
+    assert torch.allclose(cover.sum(1), (x[:, 0] > 96 / 255).float().mean((1, 2)), atol=1e-6)
+
+
+def test_segmentation_folders_pair_images_with_masks(tmp_path):
+    from tests.train.task_data import write_segmentation_folder
+
+    masks = write_segmentation_folder(tmp_path / "seg", count=5, size=(20, 24))
+    splits = load_data(str(tmp_path / "seg"), contract((3, 10, 12)), 0.2, 0.2,
+                       task="segmentation", output_shape=(3, 10, 12))  # fmt: skip
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (3, 1, 1)
+    for dataset in (splits.train, splits.val, splits.test):
+        for image, mask in dataset:
+            assert image.shape == (3, 10, 12) and mask.shape == (10, 12)
+            # nearest-neighbour resizing keeps class indices and the ignored border row
+            assert set(mask.unique().tolist()) <= {0, 1, 2, 255}
+            assert (mask[0] == 255).all()
+    from PIL import Image as PILImage
+
+    first = splits.train.items[0][1]
+    want = np.asarray(PILImage.fromarray(masks[int(first.stem)]).resize((12, 10),
+                                                                        PILImage.NEAREST))  # fmt: skip
+    assert np.array_equal(splits.train[0][1].numpy(), want)
+    (tmp_path / "seg" / "masks" / "4.png").unlink()
+    with pytest.raises(DataError, match=r"1 image\(s\) in .* have no mask .*4\.png"):
+        load_data(str(tmp_path / "seg"), contract((3, 10, 12)), task="segmentation")
+
+
+def test_multilabel_csv_reads_label_sets(tmp_path):
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / f"{name}.png")
+    (tmp_path / "labels.csv").write_text("path,labels\na.png,cat dog\nb.png,\nc.png,dog;bird\n")
+    splits = load_data(str(tmp_path / "labels.csv"), (3, 8, 8), 0.0, 0.0, task="multilabel")
+    assert splits.labels == ["bird", "cat", "dog"] and splits.num_classes == 3
+    targets = {path.name: t.tolist() for path, t in splits.train.items}
+    assert targets == {"a.png": [0, 1, 1], "b.png": [0, 0, 0], "c.png": [1, 0, 1]}
+    with pytest.raises(DataError, match=r"labels.csv:4: label\(s\) bird are not in the spec's"):
+        load_data(str(tmp_path / "labels.csv"), (3, 8, 8), task="multilabel",
+                  labels=["cat", "dog"])  # fmt: skip
+
+
+def test_npz_gives_one_array_per_named_input(tmp_path):
+    np.savez(tmp_path / "two.npz", image=np.ones((20, 1, 4, 4)), meta=np.zeros((20, 3)),
+             y=np.arange(20) % 2)  # fmt: skip
+    inputs = {"image": contract((1, 4, 4)), "meta": contract((3,))}
+    splits = load_data(str(tmp_path / "two.npz"), inputs, 0.1, 0.1)
+    (image, meta), label = splits.train[0]
+    assert image.shape == (1, 4, 4) and meta.shape == (3,) and label.dtype == torch.int64
+    np.savez(tmp_path / "one.npz", image=np.ones((20, 1, 4, 4)), y=np.arange(20) % 2)
+    with pytest.raises(DataError, match="needs one array per input .*missing meta"):
+        load_data(str(tmp_path / "one.npz"), inputs)
+
+
+def test_data_outside_the_declared_range_is_refused(tmp_path):
+    np.savez(tmp_path / "bytes.npz", x=np.full((10, 1, 8, 8), 200.0), y=np.arange(10) % 2)
+    with pytest.raises(DataError, match=r"values in \[200, 200\], outside the spec's input.range "
+                                        r"\[0, 16\]"):  # fmt: skip
+        load_data(str(tmp_path / "bytes.npz"), contract((1, 8, 8), range=[0, 16]))
+    bad = np.zeros((10, 2), np.float32)
+    bad[3, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", x=bad, y=np.arange(10) % 2)
+    with pytest.raises(DataError, match="not finite"):
+        load_data(str(tmp_path / "nan.npz"), (2,))
+
+
+def test_preprocess_resizes_and_crops_as_torchvision_does(tmp_path):
+    from torchvision.transforms.v2 import functional as TF
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(rng.integers(0, 256, (30, 41, 3), dtype=np.uint8)).save(
+            tmp_path / name / "0.png")
+    spec = contract((3, 16, 16), range=[0, 255],
+                    preprocess={"resize": 20, "center_crop": 16})  # fmt: skip
+    splits = load_data(str(tmp_path), spec, 0.0, 0.0)
+    for index, (path, _) in enumerate(splits.train.items):
+        with Image.open(path) as image:
+            want = TF.pil_to_tensor(TF.center_crop(TF.resize(image, 20), [16, 16]))
+        assert torch.equal(splits.train[index][0], want.float())
+
+
+def test_a_source_without_the_tasks_targets_says_which_sources_have_them():
+    with pytest.raises(DataError, match="(?s)gives classification targets, but the spec's task "
+                                        "is segmentation.*sources for segmentation: shapes, "
+                                        "npz, segmentation_folders"):  # fmt: skip
+        load_data("digits", (1, 8, 8), task="segmentation")
