@@ -54,12 +54,16 @@ class BestPicker:
         if best is None:
             return True
         for monitor in self.monitors:
-            gain = monitor.gain(record.get(monitor.metric, math.nan), best[monitor.metric])
-            if gain != 0 and not math.isnan(gain):
+            value, reference = record.get(monitor.metric, math.nan), best[monitor.metric]
+            if math.isnan(value) or math.isnan(reference):
+                if math.isnan(value) and math.isnan(reference):
+                    continue  # neither has it (no validation split): ask the next monitor
+                return math.isnan(reference)  # a value beats none
+            gain = monitor.gain(value, reference)
+            if gain != 0:
                 return gain > 0
-            if math.isnan(gain):
-                return False
-        return False
+        # Nothing to compare on (no validation data): the newest weights are the best guess.
+        return all(math.isnan(record.get(m.metric, math.nan)) for m in self.monitors)
 
     def summary(self, record: dict) -> dict:
         """The values of `record` this picker compares (kept in the checkpoint state)."""

@@ -41,10 +41,17 @@ def test_best_is_the_highest_accuracy_with_ties_falling_to_the_lower_loss():
     assert pick(BestPicker(BestConfig(metric="val_loss"), ACCURACY), records) == [1, 2, 3, 5]
 
 
-def test_a_nan_metric_never_improves_but_the_first_epoch_is_always_best():
+def test_a_nan_metric_never_improves_and_a_value_beats_a_nan():
     records = [{"val_loss": math.nan}, {"val_loss": 0.5}, {"val_loss": math.nan}]
-    assert pick(BestPicker(BestConfig(metric="val_loss"), ACCURACY), records) == [1]
+    assert pick(BestPicker(BestConfig(metric="val_loss"), ACCURACY), records) == [1, 2]
     assert pick(BestPicker(BestConfig(metric="val_loss"), ACCURACY), records[1:]) == [1]
+
+
+def test_without_validation_metrics_the_newest_epoch_is_best():
+    """No validation split: every val metric is NaN, and `best` follows the last epoch
+    (keeping epoch 1's weights would test a barely trained model)."""
+    records = [{"val_accuracy": math.nan, "val_loss": math.nan}] * 3
+    assert pick(BestPicker(BestConfig(), ACCURACY), records) == [1, 2, 3]
 
 
 def test_early_stopping_waits_patience_epochs_without_a_min_delta_improvement():
