@@ -80,7 +80,7 @@ class _Builder:
                 hint="YAML aliases (*name) that repeat large anchors multiply the size",
             ))
         if depth > MAX_DEPTH:
-            raise SpecError(Problem(f"nesting deeper than {MAX_DEPTH} levels", mark=self.mark_of(node)))
+            raise SpecError(Problem(f"exceeded maximum nesting depth ({MAX_DEPTH} levels)", mark=self.mark_of(node)))
         self.source.marks[path] = self.mark_of(node)
         if node.tag not in _SAFE_TAGS:
             raise SpecError(Problem(f"YAML tag {node.tag!r} is not allowed in a spec",
