@@ -51,6 +51,19 @@ def read_bytes_capped(path: str | Path, limit: int) -> bytes:
         os.close(fd)
 
 
+def not_a_regular_file(path: str | Path) -> str | None:
+    """Why `path` cannot be read as a file ("does not exist", "is a FIFO (named pipe), not a
+    regular file", ...), or None when it is a regular file. Checked without opening it, so a
+    FIFO or a device named as data never blocks and is never read."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    return None if stat.S_ISREG(mode) else f"is {_kind(mode)}, not a regular file"
+
+
 def read_text_capped(path: str | Path, limit: int) -> str:
     """`read_bytes_capped` decoded as UTF-8."""
     data = read_bytes_capped(path, limit)

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from nnspec.compiler.errors import DataError, UsageError
+from nnspec.compiler.files import not_a_regular_file
 from nnspec.runtime.common.images import IMAGE_SUFFIXES, ImageError, image_to_input, open_image
 from nnspec.runtime.export.metadata import ModelRecord, read_model_record
 from nnspec.runtime.serve.tasks import contract_problem, sigmoid, softmax, task_outputs, thresholds
@@ -152,8 +153,9 @@ def load_inputs(paths: list[str], info: ModelInfo) -> list[Sample]:
     samples: list[Sample] = []
     for text in paths:
         path = Path(text)
-        if not path.is_file():
-            raise DataError(f"input {text!r} does not exist")
+        problem = not_a_regular_file(path)
+        if problem:
+            raise DataError(f"input {text!r} {problem}")
         suffix = path.suffix.lower()
         if len(info.input_names) > 1 and suffix != ".npz":
             raise DataError(

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from nnspec.compiler.errors import DataError
+from nnspec.compiler.files import not_a_regular_file
 
 #: entries of a training checkpoint that hold the weights, in order of preference (timm loads
 #: the exponential moving average by default, as its evaluation does)
@@ -45,8 +46,9 @@ def read_state_dict(path: str | Path) -> StateDictFile:
         DataError: no such file, an unreadable or unsafe file, or no state_dict inside.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    problem = not_a_regular_file(path)
+    if problem:
+        raise DataError(f"{path} {problem}")
     ordered = path.suffix != ".safetensors"
     data = _read_torch(path) if ordered else _read_safetensors(path)
     entry = ""

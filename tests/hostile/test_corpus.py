@@ -192,3 +192,23 @@ def test_hostile_arguments(worker, tmp_path, argv, expected):
     spec = tmp_path / "spec.yaml"
     spec.write_text("nnspec: 1\nname: t\ninput: {shape: [4]}\nnetwork: [{linear: {out: 2}}]\n")
     check_case(worker, ["check", str(spec), *argv], expected)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"),
+                    reason="needs POSIX special files")
+def test_special_files_named_as_data_or_weights_are_refused_unread(worker, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("nnspec: 1\nname: t\ninput: {shape: [4]}\nnetwork: [{linear: {out: 2}}]\n")
+    zero = tmp_path / "zero.npz"
+    zero.symlink_to("/dev/zero")
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    out = ["--out", str(tmp_path / "run"), "--no-progress"]
+    check_case(worker, ["train", str(spec), "--data", str(zero), *out],
+               f"data file {zero} is a character device, not a regular file")
+    check_case(worker, ["train", str(spec), "--data", str(fifo), *out],
+               f"data file {fifo} is a FIFO (named pipe), not a regular file")
+    weights = tmp_path / "w.safetensors"
+    weights.symlink_to("/dev/zero")
+    check_case(worker, ["import-weights", str(spec), str(weights), "-o", str(tmp_path / "o")],
+               "is a character device, not a regular file")

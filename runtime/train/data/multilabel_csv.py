@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from nnspec.compiler.errors import DataError
+from nnspec.compiler.files import not_a_regular_file
 from nnspec.runtime.train.data.base import DataRequest, DataSplits, split_indices
 from nnspec.runtime.train.data.images import FilesDataset
 
@@ -28,8 +29,9 @@ def matches(source: str) -> bool:
 
 def open_source(source: str, request: DataRequest) -> DataSplits:
     path = Path(source)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
+    problem = not_a_regular_file(path)
+    if problem:
+        raise DataError(f"data file {path} {problem}")
     rows = _read_rows(path)
     names = list(request.labels) if request.labels else sorted({n for _, s in rows for n in s})
     if not names:

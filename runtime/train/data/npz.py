@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from nnspec.compiler.errors import DataError
+from nnspec.compiler.files import not_a_regular_file
 from nnspec.runtime.train.data.base import (
     ArrayDataset,
     DataRequest,
@@ -31,8 +32,9 @@ def matches(source: str) -> bool:
 
 def open_source(source: str, request: DataRequest) -> DataSplits:
     path = Path(source)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist")
+    problem = not_a_regular_file(path)
+    if problem:
+        raise DataError(f"data file {path} {problem}")
     try:
         with np.load(path, allow_pickle=False) as arrays:
             data = {k: arrays[k] for k in arrays.files}
