@@ -51,7 +51,11 @@ class OptimizerConfig(_Strict):
     """`l2`: decay added to the gradient; `decoupled`: weights shrink separately (AdamW).
     Default: `decoupled` for adamw, `l2` otherwise."""
     no_decay: list[str] = Field(default_factory=list)
-    """`bias`, `norm` (parameters of batch/layer/group norm layers), or glob patterns on names."""
+    """Roles, as each layer kind declares them: `bias` (every bias, `in_proj_bias` and LSTM's
+    `bias_ih_l0` included), `norm` (parameters of batch/layer/group norm layers), `embedding`
+    (embedding tables, position embeddings, class tokens, relative position bias tables),
+    `scale` (learnable scales: layer scale, attention temperature); or glob patterns on
+    parameter names."""
     groups: list[ParamGroupConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
