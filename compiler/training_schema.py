@@ -109,18 +109,30 @@ class CosineLR(_Warmup):
     min_lr: NonNegativeFloat = 0.0
 
 
+class ExponentialLR(_Warmup):
+    """torch.optim.lr_scheduler.ExponentialLR stepped once per epoch: lr * gamma^epoch."""
+
+    type: Literal["exponential"]
+    gamma: PositiveFloat = 0.9
+
+
 class OneCycleLR(_Warmup):
     """Smith's one-cycle policy as torch.optim.lr_scheduler.OneCycleLR (cosine annealing):
-    the optimizer's lr is the peak."""
+    the optimizer's lr is the peak. With `cycle_momentum` (torch's default) the momentum
+    (SGD, RMSprop) or beta1 (Adam) moves inversely, max -> base -> max."""
 
     type: Literal["one_cycle"]
     pct_start: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
     div_factor: PositiveFloat = 25.0
     final_div_factor: PositiveFloat = 1e4
+    cycle_momentum: bool = True
+    base_momentum: Fraction = 0.85
+    max_momentum: Fraction = 0.95
 
 
 LrScheduleConfig = Annotated[
-    ConstantLR | StepLR | MultiStepLR | CosineLR | OneCycleLR, Field(discriminator="type")
+    ConstantLR | StepLR | MultiStepLR | ExponentialLR | CosineLR | OneCycleLR,
+    Field(discriminator="type"),
 ]
 
 
