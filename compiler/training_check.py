@@ -5,8 +5,8 @@ problems, collected, found when the spec loads rather than mid-run.
   `cycle_momentum`;
 - `optimizer.type: lbfgs` with what torch.optim.LBFGS cannot honour: weight decay, `no_decay`
   and `groups` (it takes one parameter group and has no decay), momentum schedules (it has no
-  momentum), mixed precision and gradient accumulation (its closure recomputes the full loss
-  in float32 several times per step).
+  momentum), mixed precision, gradient accumulation and clipping (its closure recomputes the
+  batch's float32 loss and true gradient several times per step).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from nnspec.compiler.errors import Problem
 from nnspec.compiler.task_check import spec_problem
 from nnspec.compiler.training_schema import OneCycleLR, SutskeverMomentum
 
-LBFGS_HINT = ("L-BFGS takes one full-batch (or large-batch) step per batch with a closure; "
-              "use type: sgd or adam for this, or drop it")
+LBFGS_HINT = ("L-BFGS (one parameter group, a closure that re-evaluates each batch's loss) "
+              "cannot honour it: drop it, or use type: sgd or adam")
 
 
 def spec_training_problems(spec) -> list[Problem]:
@@ -53,6 +53,9 @@ def _lbfgs_problems(spec, cycles: bool) -> list[Problem]:
     if train is not None and train.amp:
         found.append((("train", "amp"), "LBFGS's line search and curvature pairs need float32 "
                       "losses and gradients: mixed precision is not supported"))
+    if train is not None and train.grad_clip is not None:
+        found.append((("train", "grad_clip"), "LBFGS's line search needs the true gradient "
+                      "of the loss it evaluates: gradients cannot be clipped"))
     if train is not None and train.accumulate > 1:
         found.append((("train", "accumulate"), "LBFGS re-evaluates the loss inside its step, "
                       "so gradients cannot be accumulated over batches: use a larger "

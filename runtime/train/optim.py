@@ -43,7 +43,9 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Op
     if not groups:
         raise UsageError("the model has no trainable parameters: there is nothing to train")
     decoupled = config.decay_mode == "decoupled"
-    if config.type in ("adam", "adamw"):
+    if config.type == "lbfgs":
+        optimizer = _lbfgs(groups, config)
+    elif config.type in ("adam", "adamw"):
         cls = torch.optim.AdamW if decoupled else torch.optim.Adam
         optimizer = cls(groups, lr=config.lr, betas=config.betas, eps=config.eps)
     elif config.type == "sgd":
@@ -81,6 +83,38 @@ def parameter_roles(model: nn.Module) -> dict[str, frozenset[str]]:
         found = declared.get(name) or torch_roles(name)
         roles[name] = found | {"norm"} if id(param) in norm_params else found
     return roles
+
+
+def _lbfgs(groups: list[dict], config: OptimizerConfig) -> torch.optim.LBFGS:
+    """torch.optim.LBFGS: one parameter group, no weight decay (the spec check refuses the
+    rest with their places; this guards callers that build an optimizer directly)."""
+    if len(groups) != 1 or config.weight_decay:
+        raise UsageError("lbfgs takes one parameter group and no weight decay: drop "
+                         "optimizer.weight_decay, no_decay and groups")
+    return torch.optim.LBFGS(
+        groups, lr=config.lr, max_iter=config.max_iter, max_eval=config.max_eval,
+        tolerance_grad=config.tolerance_grad, tolerance_change=config.tolerance_change,
+        history_size=config.history_size, line_search_fn=config.line_search_fn)
+
+
+def refuse_closure_conflicts(settings, distributed: bool) -> None:
+    """The effective training settings (spec plus command-line flags) an LBFGS run cannot
+    have: mixed precision, gradient accumulation, gradient clipping, several processes.
+
+    Raises:
+        UsageError: naming the setting and how to drop it.
+    """
+    found = [
+        (settings.amp, "mixed precision (--amp / train.amp)"),
+        (settings.accumulate > 1, "gradient accumulation (train.accumulate)"),
+        (settings.grad_clip is not None, "gradient clipping (train.grad_clip)"),
+        (distributed, "several processes (torchrun): ranks would disagree on the line search"),
+    ]
+    names = [name for present, name in found if present]
+    if names:
+        raise UsageError(f"optimizer.type: lbfgs cannot train with {'; '.join(names)}\n    "
+                         "hint: L-BFGS re-evaluates the full float32 loss of each batch in its "
+                         "step: drop these, or use sgd/adam")
 
 
 def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict]:
