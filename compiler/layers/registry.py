@@ -23,13 +23,17 @@ ROLES = ("weight", "bias", "norm", "embedding", "scale")
 WEIGHT_AND_BIAS: dict[str, str | tuple[str, ...]] = {"weight": "weight", "bias": "bias"}
 
 
+def torch_named_bias(pname: str) -> bool:
+    """A name torch gives biases: `bias`, `*_bias` (`in_proj_bias`), `bias_*` (LSTM's
+    `bias_ih_l0`); not attention's `relative_position_bias_table`, a learned table."""
+    leaf = pname.rsplit(".", 1)[-1]
+    return leaf.startswith("bias") or leaf.endswith("_bias")
+
+
 def torch_roles(pname: str) -> frozenset[str]:
     """Roles read from torch's own naming, for parameters no kind declares (plugins that
-    declare nothing, hand-built modules): `bias`, `*_bias` (`in_proj_bias`) and `bias_*`
-    (LSTM's `bias_ih_l0`) are biases, everything else a weight."""
-    leaf = pname.rsplit(".", 1)[-1]
-    is_bias = leaf.startswith("bias") or leaf.endswith("_bias")
-    return frozenset({"bias" if is_bias else "weight"})
+    declare nothing, hand-built modules): a bias (`torch_named_bias`) or a weight."""
+    return frozenset({"bias" if torch_named_bias(pname) else "weight"})
 
 
 class ShapeError(Exception):

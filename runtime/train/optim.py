@@ -125,7 +125,7 @@ def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict]:
         if not param.requires_grad:
             continue
         index = _claiming_group(name, config)
-        decays = not exempt_from_decay(name, roles[name], config.no_decay)
+        decays = not _exempt_from_decay(name, roles[name], config.no_decay)
         bucket = buckets.get((index, decays))
         if bucket is None:
             settings = config.groups[index] if index >= 0 else None
@@ -159,7 +159,7 @@ def matches_id(name: str, patterns: list[str]) -> bool:
     return any(fnmatchcase(c, p) for p in patterns for c in candidates)
 
 
-def exempt_from_decay(name: str, roles: frozenset[str], no_decay: list[str]) -> bool:
+def _exempt_from_decay(name: str, roles: frozenset[str], no_decay: list[str]) -> bool:
     """True when a `no_decay` entry names one of the parameter's roles (bias, norm, embedding,
     scale) or is a glob matching its name."""
     return any(
