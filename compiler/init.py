@@ -15,6 +15,7 @@ from torch import nn
 from nnspec.compiler.errors import Problem, SpecError
 from nnspec.compiler.graph import Graph
 from nnspec.compiler.layers import get_kind
+from nnspec.compiler.layers.registry import torch_named_bias
 from nnspec.compiler.schema import InitConfig, InitScheme
 
 _NORMS = ("batchnorm", "layernorm", "groupnorm")
@@ -72,8 +73,7 @@ def node_schemes(node, config: InitConfig) -> tuple[InitScheme | None, InitSchem
 def is_bias(name: str) -> bool:
     """A parameter the `bias` scheme initialises: `bias`, `in_proj_bias`, LSTM's `bias_ih_l0`
     (not the relative position bias table of attention: a learned table, like a weight)."""
-    leaf = name.rsplit(".", 1)[-1]
-    return leaf.startswith("bias") or leaf.endswith("_bias")
+    return torch_named_bias(name)
 
 
 def keeps_init(module: nn.Module, pname: str) -> bool:

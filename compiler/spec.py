@@ -14,6 +14,7 @@ from nnspec.compiler.resources import specs_dir
 from nnspec.compiler.schema import FORMAT_VERSION, MIGRATIONS, Spec
 from nnspec.compiler.suggest import did_you_mean
 from nnspec.compiler.task_check import spec_task_problems
+from nnspec.compiler.training_check import spec_training_problems
 from nnspec.compiler.validation import problems_from_validation
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".yaml.j2", ".yml.j2", ".json.j2")
@@ -83,7 +84,7 @@ def load_spec(source: Any, overrides: list[str] | tuple[str, ...] = (),
         raise SpecError(problems_from_validation(e, data, (), smap, model=Spec)) from None
     spec._data = data
     spec._source = smap
-    problems = spec_task_problems(spec)
+    problems = spec_task_problems(spec) + spec_training_problems(spec)
     if problems:
         raise SpecError(problems)
     return spec

@@ -27,7 +27,8 @@ def _mark(spec, path: tuple) -> Mark | None:
     return smap.mark(path) if smap is not None else None
 
 
-def _problem(spec, path: tuple, message: str, hint: str = "") -> Problem:
+def spec_problem(spec, path: tuple, message: str, hint: str = "") -> Problem:
+    """A problem at `path` of the spec (its file:line:col when it came from a file)."""
     from nnspec.compiler.load import format_path
 
     return Problem(message, path=format_path(path), mark=_mark(spec, path), hint=hint)
@@ -39,14 +40,14 @@ def spec_task_problems(spec) -> list[Problem]:
     problems: list[Problem] = []
     if task.type in ("multilabel", "regression") and spec.loss is not None:
         where = "task.pos_weight" if task.type == "multilabel" else "task.loss"
-        problems.append(_problem(
+        problems.append(spec_problem(
             spec, ("loss",), f"`loss:` configures cross entropy, which a {task.type} task does "
             "not use", hint=f"remove it; {task.type} sets its loss under {where}"))
     if task.type == "multilabel" and spec.labels:
         for name in ("threshold", "pos_weight"):
             value = getattr(task, name)
             if isinstance(value, list) and len(value) != len(spec.labels):
-                problems.append(_problem(
+                problems.append(spec_problem(
                     spec, ("task", name), f"{len(value)} {name} values for {len(spec.labels)} "
                     "labels", hint="give one value, or one per label in `labels` order"))
     problems += _augment_problems(spec)
@@ -63,21 +64,21 @@ def _augment_problems(spec) -> list[Problem]:
     image = next(iter(inputs.values()))
     if len(inputs) > 1 or len(image.shape) != 3 or image.dtype != "float32":
         shape = [list(s.shape) for s in inputs.values()]
-        return [_problem(spec, ("train", "augment"), "augmentation works on one image-like "
+        return [spec_problem(spec, ("train", "augment"), "augmentation works on one image-like "
                          f"input [C, H, W] (float32); this spec's inputs are {shape}")]
     for index, entry in enumerate(entries):
         path = ("train", "augment", index)
         if entry.type in BATCH_AUGMENTS and spec.task.type != "classification":
-            problems.append(_problem(
+            problems.append(spec_problem(
                 spec, path, f"{entry.type} mixes the labels of whole samples, which only "
                 f"classification targets allow (the task is {spec.task.type})"))
         if entry.type in MASKLESS and spec.task.type == "segmentation":
-            problems.append(_problem(
+            problems.append(spec_problem(
                 spec, path, f"{entry.type} cannot move masks with their images (torchvision "
                 "applies it to images only)", hint="use random_resized_crop, flips, rotation "
                 "and color_jitter for segmentation"))
         if entry.type in COLOUR and image.shape[0] not in (1, 3):
-            problems.append(_problem(
+            problems.append(spec_problem(
                 spec, path, f"{entry.type} works on grey or RGB images, not "
                 f"{image.shape[0]} channels"))
     return problems
@@ -116,7 +117,7 @@ def output_task_problems(
                 "end with a 1x1 conv to C channels at the input's resolution")]
         ignore = spec.task.ignore_index
         if ignore is not None and 0 <= ignore < classes:
-            return [_problem(graph.spec, ("task", "ignore_index"),
+            return [spec_problem(graph.spec, ("task", "ignore_index"),
                              f"ignore_index {ignore} is one of the {classes} classes",
                              hint="use a value outside 0..C-1 (255 or -1), or null")]
     if task != "multilabel" and classes < 2:

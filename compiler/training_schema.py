@@ -36,9 +36,14 @@ class ParamGroupConfig(_Strict):
     weight_decay: NonNegativeFloat | None = None
 
 
+LBFGS_FIELDS = ("max_iter", "max_eval", "history_size", "line_search_fn", "tolerance_grad",
+                "tolerance_change")
+
+
 class OptimizerConfig(_Strict):
-    type: Literal["sgd", "adam", "adamw", "rmsprop"] = "sgd"
+    type: Literal["sgd", "adam", "adamw", "rmsprop", "lbfgs"] = "sgd"
     lr: PositiveFloat = 0.1
+    """Default 0.1; 1 for lbfgs (torch's default: the quasi-Newton step at full length)."""
     momentum: Fraction = 0.0
     """SGD and RMSprop momentum (Adam's counterpart is `betas[0]`)."""
     nesterov: bool = False
@@ -51,13 +56,41 @@ class OptimizerConfig(_Strict):
     """`l2`: decay added to the gradient; `decoupled`: weights shrink separately (AdamW).
     Default: `decoupled` for adamw, `l2` otherwise."""
     no_decay: list[str] = Field(default_factory=list)
-    """`bias`, `norm` (parameters of batch/layer/group norm layers), or glob patterns on names."""
+    """Roles, as each layer kind declares them: `bias` (every bias, `in_proj_bias` and LSTM's
+    `bias_ih_l0` included), `norm` (parameters of batch/layer/group norm layers), `embedding`
+    (embedding tables, position embeddings, class tokens, relative position bias tables),
+    `scale` (learnable scales: layer scale, attention temperature); or glob patterns on
+    parameter names."""
     groups: list[ParamGroupConfig] = Field(default_factory=list)
+    # torch.optim.LBFGS's options, under torch's names (lbfgs only)
+    max_iter: PositiveInt = 20
+    """lbfgs: at most this many iterations (each a direction and a line search) per step."""
+    max_eval: PositiveInt | None = None
+    """lbfgs: at most this many loss evaluations per step (default: max_iter * 5 / 4)."""
+    history_size: PositiveInt = 100
+    line_search_fn: Literal["strong_wolfe"] | None = "strong_wolfe"
+    """lbfgs: `strong_wolfe`, or null for fixed steps of `lr` (torch's default, which
+    diverges easily on networks)."""
+    tolerance_grad: NonNegativeFloat = 1e-7
+    tolerance_change: NonNegativeFloat = 1e-9
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lbfgs_lr(cls, data):
+        if isinstance(data, dict) and data.get("type") == "lbfgs" and "lr" not in data:
+            return {**data, "lr": 1.0}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> OptimizerConfig:
         if self.nesterov and not (self.type == "sgd" and self.momentum > 0):
             raise ValueError("nesterov needs type: sgd and a momentum > 0")
+        fields = type(self).model_fields
+        given = [f for f in LBFGS_FIELDS if getattr(self, f) != fields[f].default]
+        if self.type != "lbfgs" and given:
+            raise ValueError(f"{', '.join(given)}: options of type: lbfgs, not of {self.type}")
+        if self.type == "lbfgs" and self.momentum:
+            raise ValueError("lbfgs has no momentum: leave out optimizer.momentum")
         if self.type == "adamw" and self.weight_decay_mode == "l2":
             raise ValueError(
                 "adamw decouples weight decay by definition; for an L2 term use "
@@ -105,18 +138,30 @@ class CosineLR(_Warmup):
     min_lr: NonNegativeFloat = 0.0
 
 
+class ExponentialLR(_Warmup):
+    """torch.optim.lr_scheduler.ExponentialLR stepped once per epoch: lr * gamma^epoch."""
+
+    type: Literal["exponential"]
+    gamma: PositiveFloat = 0.9
+
+
 class OneCycleLR(_Warmup):
     """Smith's one-cycle policy as torch.optim.lr_scheduler.OneCycleLR (cosine annealing):
-    the optimizer's lr is the peak."""
+    the optimizer's lr is the peak. With `cycle_momentum` (torch's default) the momentum
+    (SGD, RMSprop) or beta1 (Adam) moves inversely, max -> base -> max."""
 
     type: Literal["one_cycle"]
     pct_start: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.3
     div_factor: PositiveFloat = 25.0
     final_div_factor: PositiveFloat = 1e4
+    cycle_momentum: bool = True
+    base_momentum: Fraction = 0.85
+    max_momentum: Fraction = 0.95
 
 
 LrScheduleConfig = Annotated[
-    ConstantLR | StepLR | MultiStepLR | CosineLR | OneCycleLR, Field(discriminator="type")
+    ConstantLR | StepLR | MultiStepLR | ExponentialLR | CosineLR | OneCycleLR,
+    Field(discriminator="type"),
 ]
 
 

@@ -16,7 +16,13 @@ from nnspec.compiler.layers.common import (
     pooled_length,
     spatial_dims,
 )
-from nnspec.compiler.layers.registry import LayerConfig, LayerKind, ShapeError, register_layer
+from nnspec.compiler.layers.registry import (
+    WEIGHT_AND_BIAS,
+    LayerConfig,
+    LayerKind,
+    ShapeError,
+    register_layer,
+)
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -34,6 +40,7 @@ def _check_groups(in_ch: int, out: int, groups: int) -> None:
 class Conv(LayerKind):
     name = "conv"
     category = "conv"
+    param_roles = WEIGHT_AND_BIAS
     summary = "convolution over 1-3 spatial dims (groups, dilation, padding incl. same)"
 
     class Config(LayerConfig):
@@ -91,6 +98,7 @@ class Conv(LayerKind):
 class ConvTranspose(LayerKind):
     name = "conv_transpose"
     category = "conv"
+    param_roles = WEIGHT_AND_BIAS
     summary = "transposed convolution (learned upsampling)"
 
     class Config(LayerConfig):
@@ -136,6 +144,7 @@ class ConvTranspose(LayerKind):
 class PatchEmbed(LayerKind):
     name = "patch_embed"
     category = "conv"
+    param_roles = {"proj.weight": "weight", "proj.bias": "bias"}
     summary = "ViT patch embedding: (C, H, W) -> (patches, dim) by a strided conv"
 
     class Config(LayerConfig):

@@ -10,7 +10,13 @@ from torch import nn
 
 from nnspec.compiler import modules
 from nnspec.compiler.layers.common import PositiveInt, Probability, sample_dim, torch_dim
-from nnspec.compiler.layers.registry import LayerConfig, LayerKind, ShapeError, register_layer
+from nnspec.compiler.layers.registry import (
+    WEIGHT_AND_BIAS,
+    LayerConfig,
+    LayerKind,
+    ShapeError,
+    register_layer,
+)
 
 
 def _needs_rank(shape, ranks, what, hint=""):
@@ -37,6 +43,7 @@ def _along(shape, dim: int | None, what: str) -> int:
 class Linear(LayerKind):
     name = "linear"
     category = "linear"
+    param_roles = WEIGHT_AND_BIAS
     summary = "fully connected layer on the last dim (or on `dim`: -1 channels-last, 0 channels)"
 
     class Config(LayerConfig):
@@ -65,6 +72,7 @@ class Linear(LayerKind):
 class Embedding(LayerKind):
     name = "embedding"
     category = "embedding"
+    param_roles = {"weight": "embedding"}
     summary = "lookup table: int64 token ids (L,) -> (L, dim)"
 
     class Config(LayerConfig):
@@ -101,6 +109,15 @@ class PositionBias(LayerConfig):
 class SelfAttentionKind(LayerKind):
     name = "self_attention"
     category = "attention"
+    param_roles = {
+        "in_proj_weight": "weight", "out_proj.weight": "weight",
+        "in_proj_bias": "bias", "out_proj.bias": "bias",
+        # the relative position bias: a learned table (or Swin V2's MLP computing it), one
+        # value per offset and head, which timm exempts from decay like a position embedding
+        "relative_position_bias_table": "embedding", "cpb_mlp.*": "embedding",
+        "cpb_mlp.*.bias": "bias",
+        "logit_scale": "scale",  # Swin V2's learned temperature per head
+    }
     arity = (1, 2)
     summary = "multi-head self-attention over tokens (..., N, D); optional position bias, mask"
 
@@ -169,6 +186,7 @@ def _check_mask(mask, logits) -> None:
 
 class _Recurrent(LayerKind):
     category = "recurrent"
+    param_roles = {"weight_*": "weight", "bias_*": "bias"}  # weight_ih_l0, bias_hh_l1_reverse
     gates: int
     module: type
 
@@ -228,6 +246,7 @@ class GRUKind(_Recurrent):
 class ClassToken(LayerKind):
     name = "class_token"
     category = "token"
+    param_roles = {"token": "embedding"}
     summary = "prepend a learnable class token: (N, D) -> (N+1, D)"
 
     class Config(LayerConfig):
@@ -246,6 +265,7 @@ class ClassToken(LayerKind):
 class PositionEmbeddingKind(LayerKind):
     name = "position_embedding"
     category = "token"
+    param_roles = {"embedding": "embedding"}
     summary = "add a learnable position embedding to (N, D) tokens"
 
     class Config(LayerConfig):

@@ -20,6 +20,7 @@ _DROPOUT_CHANNEL = {2: nn.Dropout1d, 3: nn.Dropout2d, 4: nn.Dropout3d}
 class BatchNorm(LayerKind):
     name = "batchnorm"
     category = "norm"
+    param_roles = {"weight": "norm", "bias": ("norm", "bias")}
     summary = "batch normalisation over channels (dim 0); running stats at inference"
 
     class Config(LayerConfig):
@@ -46,6 +47,7 @@ class BatchNorm(LayerKind):
 class LayerNorm(LayerKind):
     name = "layernorm"
     category = "norm"
+    param_roles = {"weight": "norm", "bias": ("norm", "bias")}
     summary = "layer normalisation over the last `dims` dims, or over one `dim` (0: channels)"
 
     class Config(LayerConfig):
@@ -86,6 +88,7 @@ class LayerNorm(LayerKind):
 class GroupNorm(LayerKind):
     name = "groupnorm"
     category = "norm"
+    param_roles = {"weight": "norm", "bias": ("norm", "bias")}
     summary = "group normalisation: channels (dim 0, or `dim: -1` channels-last) in `groups`"
 
     class Config(LayerConfig):

@@ -133,6 +133,7 @@ class MeanKind(LayerKind):
 @register_layer
 class ScaleKind(LayerKind):
     name = "scale"
+    param_roles = {"weight": "scale"}  # a learnable factor: layer scale (CaiT, ConvNeXt)
     summary = "multiply by a constant, or by a learnable per-channel factor (layer scale)"
 
     class Config(LayerConfig):

@@ -234,6 +234,12 @@ def _host_copy(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().to("cpu", copy=True).contiguous()
 
 
+#: in a checkpoint's JSON, a list of optimizer state values whose tensors are in the tensor
+#: file by position (LBFGS's history: old_dirs, old_stps, ro, al)
+TENSOR_LIST = "tensor_list"
+TENSOR_SLOT = "tensor"
+
+
 def _split_optimizer_state(optimizer: torch.optim.Optimizer | None) -> tuple[dict, dict | None]:
     if optimizer is None:
         return {}, None
@@ -244,6 +250,13 @@ def _split_optimizer_state(optimizer: torch.optim.Optimizer | None) -> tuple[dic
         for key, value in entries.items():
             if torch.is_tensor(value):
                 tensors[f"optimizer.{index}.{key}"] = _host_copy(value)
+            elif isinstance(value, list | tuple) and any(torch.is_tensor(v) for v in value):
+                slots = []
+                for position, item in enumerate(value):
+                    if torch.is_tensor(item):
+                        tensors[f"optimizer.{index}.{key}.{position}"] = _host_copy(item)
+                    slots.append(TENSOR_SLOT if torch.is_tensor(item) else item)
+                plain.setdefault(str(index), {})[key] = {TENSOR_LIST: slots}
             else:
                 plain.setdefault(str(index), {})[key] = value
     return tensors, {"param_groups": state_dict["param_groups"], "state": plain}
@@ -253,10 +266,22 @@ def _join_optimizer_state(data: dict | None, tensors: dict[str, torch.Tensor]) -
     if data is None:
         return None
     state: dict[int, dict] = {int(i): dict(v) for i, v in data["state"].items()}
+    for entries in state.values():
+        for key, value in entries.items():
+            if isinstance(value, dict) and TENSOR_LIST in value:
+                entries[key] = list(value[TENSOR_LIST])
     for key, value in tensors.items():
         if key.startswith("optimizer."):
+            # A fresh, aligned copy: a tensor read from the file may start at any offset, and
+            # CPU reductions (LBFGS's dot products) round differently on unaligned data.
+            value = value.clone()
             _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
+            entries = state.setdefault(int(index), {})
+            head, _, position = name.partition(".")
+            if position and isinstance(entries.get(head), list):
+                entries[head][int(position)] = value
+            else:
+                entries[name] = value
     return {"state": state, "param_groups": data["param_groups"]}
 
 

@@ -2,6 +2,8 @@
 over `train.accumulate` batches each, and the epoch's record (loss and the task's training
 metrics). The session set-up, checkpoints and the run's end are trainer.py's.
 
+LBFGS steps once per batch through `closure_step` (its closure re-evaluates the batch's loss).
+
 Gradient accumulation: an optimizer step follows every `accumulate` batches, each batch's loss
 divided by the number of batches in its group, so that (without batch norm, whose statistics
 see each batch alone) `batch_size: b, accumulate: N` takes the same steps as
@@ -84,17 +86,20 @@ def train_epoch(run: Session, epoch: int, net: nn.Module, loader, progress: bool
             x, y = run.mixer(x, y, epoch - 1, batch)
         x = prepare_input(x, device, settings.channels_last)
         y = y.to(device, non_blocking=True)
-        sync = contextlib.nullcontext() if stepping or not ctx.active else net.no_sync()
-        with sync:
-            with autocast_for(device, run.amp, settings.amp_dtype):
-                output = run_model(net, x)
-            logits = output[0] if isinstance(output, tuple) else output
-            loss = training_loss(output, y, run.task.loss, heads)
-            value = checked_loss(run, loss, epoch, batch)
-            scaled = loss / group if group > 1 else loss
-            (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
-        if stepping:
-            optimizer_step(run)
+        if isinstance(optimizer, torch.optim.LBFGS):
+            loss, logits, value = closure_step(run, net, x, y, (epoch, batch))
+        else:
+            sync = contextlib.nullcontext() if stepping or not ctx.active else net.no_sync()
+            with sync:
+                with autocast_for(device, run.amp, settings.amp_dtype):
+                    output = run_model(net, x)
+                logits = output[0] if isinstance(output, tuple) else output
+                loss = training_loss(output, y, run.task.loss, heads)
+                value = checked_loss(run, loss, epoch, batch)
+                scaled = loss / group if group > 1 else loss
+                (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
+            if stepping:
+                optimizer_step(run)
         sums += torch.stack(
             [
                 loss.detach().double() * len(y),
@@ -139,6 +144,31 @@ def optimizer_step(run: Session) -> None:
         run.optimizer.step()
     run.state["step"] += 1
     run.recipes.after_step(run.state["step"])
+
+
+def closure_step(run: Session, net: nn.Module, x, y, where: tuple[int, int]):
+    """One step of an optimizer that evaluates the loss itself (torch.optim.LBFGS: several
+    evaluations per step, for its iterations and line search): the closure zero-grads,
+    recomputes this batch's loss and backprops. The first evaluation, at the weights before the
+    step, is the batch's record, as it is for the other optimizers. Returns (loss, logits, loss
+    as a float) of that evaluation."""
+    heads = getattr(run.model, "head_loss_weights", {}) or {}
+    first: list = []
+
+    def closure() -> torch.Tensor:
+        run.optimizer.zero_grad(set_to_none=True)
+        output = run_model(net, x)
+        loss = training_loss(output, y, run.task.loss, heads)
+        if not first:
+            logits = output[0] if isinstance(output, tuple) else output
+            first.append((loss.detach(), logits.detach(), checked_loss(run, loss, *where)))
+        loss.backward()
+        return loss
+
+    run.optimizer.step(closure)
+    run.state["step"] += 1
+    run.recipes.after_step(run.state["step"])
+    return first[0]
 
 
 def checked_loss(run: Session, loss: torch.Tensor, epoch: int, batch: int) -> float:

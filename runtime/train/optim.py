@@ -1,9 +1,12 @@
 """The spec's `optimizer` section as a torch.optim optimizer with parameter groups.
 
 Groups come from two choices per parameter: which `groups` entry (if any) claims it, and
-whether weight decay applies to it (`no_decay`). Decay is either L2 (torch's `weight_decay`,
-added to the gradient) or decoupled (the weight shrinks by lr * decay outside the update, as
-AdamW does; for SGD and RMSprop a step pre-hook applies it).
+whether weight decay applies to it (`no_decay`: roles or glob patterns on names). A parameter's
+role (weight, bias, norm, embedding, scale) is what its layer kind's registry entry declares
+(`LayerKind.param_roles`); parameters outside the spec's nodes fall back to torch's naming,
+and every parameter of a torch norm module is a norm parameter. Decay is either L2 (torch's
+`weight_decay`, added to the gradient) or decoupled (the weight shrinks by lr * decay outside
+the update, as AdamW does; for SGD and RMSprop a step pre-hook applies it).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import torch
 from torch import nn
 
 from nnspec.compiler.errors import UsageError
+from nnspec.compiler.layers import get_kind
+from nnspec.compiler.layers.registry import ROLES, torch_roles
 from nnspec.compiler.training_schema import OptimizerConfig
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
@@ -25,6 +30,8 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 DECOUPLED_KEY = "decoupled_weight_decay"
+#: the roles `no_decay` may name (every role but a plain weight's)
+NO_DECAY_ROLES = tuple(role for role in ROLES if role != "weight")
 
 
 def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
@@ -36,7 +43,9 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Op
     if not groups:
         raise UsageError("the model has no trainable parameters: there is nothing to train")
     decoupled = config.decay_mode == "decoupled"
-    if config.type in ("adam", "adamw"):
+    if config.type == "lbfgs":
+        optimizer = _lbfgs(groups, config)
+    elif config.type in ("adam", "adamw"):
         cls = torch.optim.AdamW if decoupled else torch.optim.Adam
         optimizer = cls(groups, lr=config.lr, betas=config.betas, eps=config.eps)
     elif config.type == "sgd":
@@ -57,17 +66,66 @@ def build_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Op
     return optimizer
 
 
-def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict]:
-    """Split trainable parameters into torch param groups (lr, weight_decay, names)."""
+def parameter_roles(model: nn.Module) -> dict[str, frozenset[str]]:
+    """Every parameter's roles by name: declared by the layer kind of the spec node holding it
+    (a compiled model's `graph`), else torch's naming; plus `norm` inside a torch norm module."""
     norm_params = {
         id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters()
     }
+    declared: dict[str, frozenset[str]] = {}
+    graph = getattr(model, "graph", None)
+    for node in graph.nodes if graph is not None else ():
+        kind = get_kind(node.kind)
+        for pname, _ in model.get_submodule(node.id).named_parameters():
+            declared[f"{node.id}.{pname}"] = kind.roles_of(pname)
+    roles = {}
+    for name, param in model.named_parameters():
+        found = declared.get(name) or torch_roles(name)
+        roles[name] = found | {"norm"} if id(param) in norm_params else found
+    return roles
+
+
+def _lbfgs(groups: list[dict], config: OptimizerConfig) -> torch.optim.LBFGS:
+    """torch.optim.LBFGS: one parameter group, no weight decay (the spec check refuses the
+    rest with their places; this guards callers that build an optimizer directly)."""
+    if len(groups) != 1 or config.weight_decay:
+        raise UsageError("lbfgs takes one parameter group and no weight decay: drop "
+                         "optimizer.weight_decay, no_decay and groups")
+    return torch.optim.LBFGS(
+        groups, lr=config.lr, max_iter=config.max_iter, max_eval=config.max_eval,
+        tolerance_grad=config.tolerance_grad, tolerance_change=config.tolerance_change,
+        history_size=config.history_size, line_search_fn=config.line_search_fn)
+
+
+def refuse_closure_conflicts(settings, distributed: bool) -> None:
+    """The effective training settings (spec plus command-line flags) an LBFGS run cannot
+    have: mixed precision, gradient accumulation, gradient clipping, several processes.
+
+    Raises:
+        UsageError: naming the setting and how to drop it.
+    """
+    found = [
+        (settings.amp, "mixed precision (--amp / train.amp)"),
+        (settings.accumulate > 1, "gradient accumulation (train.accumulate)"),
+        (settings.grad_clip is not None, "gradient clipping (train.grad_clip)"),
+        (distributed, "several processes (torchrun): ranks would disagree on the line search"),
+    ]
+    names = [name for present, name in found if present]
+    if names:
+        raise UsageError(f"optimizer.type: lbfgs cannot train with {'; '.join(names)}\n    "
+                         "hint: L-BFGS re-evaluates the full float32 loss of each batch in its "
+                         "step: drop these, or use sgd/adam")
+
+
+def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict]:
+    """Split trainable parameters into torch param groups (lr, weight_decay, names)."""
+    roles = parameter_roles(model)
     buckets: dict[tuple[int, bool], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         index = _claiming_group(name, config)
-        decays = not _exempt_from_decay(name, id(param) in norm_params, config.no_decay)
+        decays = not _exempt_from_decay(name, roles[name], config.no_decay)
         bucket = buckets.get((index, decays))
         if bucket is None:
             settings = config.groups[index] if index >= 0 else None
@@ -101,15 +159,13 @@ def matches_id(name: str, patterns: list[str]) -> bool:
     return any(fnmatchcase(c, p) for p in patterns for c in candidates)
 
 
-def _exempt_from_decay(name: str, in_norm_layer: bool, patterns: list[str]) -> bool:
-    for pattern in patterns:
-        if pattern == "norm" and in_norm_layer:
-            return True
-        if pattern == "bias" and name.rsplit(".", 1)[-1] == "bias":
-            return True
-        if fnmatchcase(name, pattern):
-            return True
-    return False
+def _exempt_from_decay(name: str, roles: frozenset[str], no_decay: list[str]) -> bool:
+    """True when a `no_decay` entry names one of the parameter's roles (bias, norm, embedding,
+    scale) or is a glob matching its name."""
+    return any(
+        entry in roles if entry in NO_DECAY_ROLES else fnmatchcase(name, entry)
+        for entry in no_decay
+    )
 
 
 @torch.no_grad()

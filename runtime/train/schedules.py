@@ -14,6 +14,7 @@ import torch
 from nnspec.compiler.training_schema import (
     ConstantLR,
     CosineLR,
+    ExponentialLR,
     MultiStepLR,
     OneCycleLR,
     ScheduleConfig,
@@ -52,9 +53,16 @@ class Schedule:
 
     def momentum_at(self, step: int) -> float | None:
         """The scheduled momentum at `step`, or None when the optimizer's own value stays."""
-        momentum = self.config.momentum
+        momentum, lr = self.config.momentum, self.config.lr
         if isinstance(momentum, SutskeverMomentum):
             return sutskever_momentum(step, momentum.max, momentum.period)
+        if isinstance(lr, OneCycleLR) and lr.cycle_momentum:
+            if step < self.warmup_steps:  # the cycle's first value until it starts
+                return lr.max_momentum
+            main = min(step - self.warmup_steps, self.main_steps - 1)
+            phase, pct = one_cycle_phase(main, self.main_steps, lr.pct_start)
+            low, high = lr.base_momentum, lr.max_momentum
+            return _cosine_between(*((high, low) if phase == 0 else (low, high)), pct)
         return None
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
@@ -72,6 +80,8 @@ class Schedule:
             return base
         if isinstance(lr, StepLR):
             return base * lr.gamma ** (step // (lr.step_epochs * spe))
+        if isinstance(lr, ExponentialLR):
+            return base * lr.gamma ** (step // spe)
         if isinstance(lr, MultiStepLR):
             return base * lr.gamma ** bisect_right([m * spe for m in lr.milestones], step)
         if isinstance(lr, CosineLR):
@@ -86,11 +96,20 @@ def _one_cycle(step: int, total: int, peak: float, cfg: OneCycleLR) -> float:
     """torch.optim.lr_scheduler.OneCycleLR's two-phase cosine policy, as a closed form."""
     start = peak / cfg.div_factor
     end = start / cfg.final_div_factor
-    # Guards keep very short runs (a handful of steps) free of division by zero.
-    rise_end = max(float(cfg.pct_start * total) - 1, 1e-9)
+    phase, pct = one_cycle_phase(step, total, cfg.pct_start)
+    return _cosine_between(*((start, peak) if phase == 0 else (peak, end)), pct)
+
+
+def one_cycle_phase(step: int, total: int, pct_start: float) -> tuple[int, float]:
+    """Which phase of torch's OneCycleLR (0: rise, 1: fall) `step` is in, and how far through
+    it (0 to 1), as torch computes them: the rise ends at step `pct_start * total - 1`, which
+    may be negative for very short runs (then every step falls: a 1-step run is at the final
+    lr). Where torch divides 0 by 0 (`pct_start * total == 1` exactly, at step 0), the rise has
+    no length and step 0 is its end, the peak."""
+    rise_end = float(pct_start * total) - 1
     if step <= rise_end:
-        return _cosine_between(start, peak, step / rise_end)
-    return _cosine_between(peak, end, (step - rise_end) / max(total - 1 - rise_end, 1e-9))
+        return 0, step / rise_end if rise_end else 1.0
+    return 1, (step - rise_end) / (total - 1 - rise_end)
 
 
 def _cosine_between(start: float, end: float, fraction: float) -> float:

@@ -55,7 +55,7 @@ from nnspec.runtime.train.early_stopping import Monitor
 from nnspec.runtime.train.evaluate import TASK_FILE, evaluate, read_task_state, spec_section
 from nnspec.runtime.train.failures import is_out_of_memory, memory_failure, storage_failure
 from nnspec.runtime.train.loop import Session, metric_names, train_epoch, training_loss
-from nnspec.runtime.train.optim import build_optimizer
+from nnspec.runtime.train.optim import build_optimizer, refuse_closure_conflicts
 from nnspec.runtime.train.options import TrainOptions
 from nnspec.runtime.train.progress import ProgressBar
 from nnspec.runtime.train.recipes import EMA, Recipes
@@ -146,6 +146,8 @@ class _Run:
         self.settings = TrainConfig.model_validate({**base, **options.setting_overrides()})
         self.optimizer_config = OptimizerConfig.model_validate(spec_section(spec.optimizer))
         self.schedule_config = ScheduleConfig.model_validate(spec_section(spec.schedule))
+        if self.optimizer_config.type == "lbfgs":
+            refuse_closure_conflicts(self.settings, ctx.active)
         self.started = time.perf_counter()
         self.amp = self.settings.amp and device.type == "cuda"
         if self.settings.amp and not self.amp:

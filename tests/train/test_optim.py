@@ -175,7 +175,7 @@ def test_momentum_setting_reaches_sgd_and_adam_groups():
     [
         ({"type": "adamw", "weight_decay_mode": "l2"}, "adamw decouples weight decay"),
         ({"type": "sgd", "nesterov": True}, "nesterov needs"),
-        ({"type": "lbfgs"}, "optimizer.type"),
+        ({"type": "lamb"}, "optimizer.type"),
         ({"momentum": 1.5}, "optimizer.momentum"),
     ],
 )

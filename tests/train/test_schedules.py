@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from nnspec.compiler import SpecError, load_spec
 from nnspec.compiler.training_schema import OptimizerConfig, ScheduleConfig
-from nnspec.runtime.train.optim import build_optimizer
+from nnspec.runtime.train.optim import build_optimizer, momentum_of
 from nnspec.runtime.train.schedules import Schedule, sutskever_momentum
 
 
@@ -95,3 +97,111 @@ def test_schedule_scales_each_param_group_from_its_own_lr():
     optimizer = build_optimizer(module, config)
     Schedule(ScheduleConfig(lr={"type": "step", "step_epochs": 1}), 10, 3).apply(optimizer, 10)
     assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([0.001, 0.01])
+
+
+def torch_trace(make_optimizer, make_scheduler, steps: int) -> list[tuple[float, float]]:
+    """(lr, momentum or beta1) that a real torch optimizer steps with, step by step."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = make_optimizer([param])
+    scheduler = make_scheduler(optimizer)
+    trace = []
+    for _ in range(steps):
+        group = optimizer.param_groups[0]
+        trace.append((group["lr"], group["betas"][0] if "betas" in group else group["momentum"]))
+        param.grad = torch.ones(1)
+        optimizer.step()
+        scheduler.step()
+    return trace
+
+
+def our_trace(optimizer_config: dict, lr_config: dict, spe: int, epochs: int):
+    param = torch.nn.Parameter(torch.zeros(1))
+    module = torch.nn.Module()
+    module.weight = param
+    optimizer = build_optimizer(module, OptimizerConfig(**optimizer_config))
+    schedule = Schedule(ScheduleConfig(lr=lr_config), spe, epochs)
+    trace = []
+    for step in range(spe * epochs):
+        schedule.apply(optimizer, step)
+        group = optimizer.param_groups[0]
+        trace.append((group["lr"], momentum_of(group)))
+    return trace
+
+
+OPTIMIZERS = {
+    "sgd": ({"type": "sgd", "lr": 0.1, "momentum": 0.9},
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
+    "adam": ({"type": "adam", "lr": 0.1}, lambda p: torch.optim.Adam(p, lr=0.1)),
+    "rmsprop": ({"type": "rmsprop", "lr": 0.1},
+                lambda p: torch.optim.RMSprop(p, lr=0.1, momentum=0.0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("pct_start", [0.3, 0.25, 0.5, 0.1, 0.9])
+@pytest.mark.parametrize("cycle_momentum", [True, False])
+def test_one_cycle_lr_and_momentum_equal_torch_for_every_run_length(
+    name, pct_start, cycle_momentum
+):
+    ours_config, make_optimizer = OPTIMIZERS[name]
+    config = {"type": "one_cycle", "pct_start": pct_start, "div_factor": 10.0,
+              "final_div_factor": 100.0, "cycle_momentum": cycle_momentum,
+              "base_momentum": 0.8, "max_momentum": 0.9}
+    compared = 0
+    for total in [*range(1, 25), 37, 100]:
+        def scheduler(o, total=total):
+            return torch.optim.lr_scheduler.OneCycleLR(
+                o, max_lr=0.1, total_steps=total, pct_start=pct_start, div_factor=10.0,
+                final_div_factor=100.0, cycle_momentum=cycle_momentum, base_momentum=0.8,
+                max_momentum=0.9)
+        ours = our_trace(ours_config, config, total, 1)
+        if pct_start * total == 1.0:  # torch divides 0 by 0 at step 0; nnspec: the peak
+            with pytest.raises(ZeroDivisionError):
+                torch_trace(make_optimizer, scheduler, total)
+            assert ours[0][0] == pytest.approx(0.1)
+            continue
+        reference = torch_trace(make_optimizer, scheduler, total)
+        np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-15,
+                                   err_msg=f"{total} steps")
+        compared += 1
+    assert compared >= 24
+
+
+def test_one_cycle_momentum_by_hand():
+    ours = our_trace({"type": "sgd", "lr": 1.0, "momentum": 0.5}, {"type": "one_cycle"}, 11, 1)
+    # rise ends at step 0.3 * 11 - 1 = 2.3; momentum 0.95 -> 0.85 on it, back to 0.95 at 10
+    assert ours[0][1] == pytest.approx(0.95)
+    assert ours[1][1] == pytest.approx(0.85 + 0.05 * (1 + math.cos(math.pi / 2.3)))
+    assert ours[10] == pytest.approx((0.04 / 1e4, 0.95))
+
+
+def test_one_cycle_without_cycle_momentum_keeps_the_optimizers_value():
+    config = {"type": "one_cycle", "cycle_momentum": False}
+    assert {m for _, m in our_trace({"momentum": 0.7}, config, 5, 2)} == {0.7}
+
+
+@pytest.mark.parametrize(("spe", "epochs", "gamma"), [(1, 1, 0.5), (4, 6, 0.8), (3, 10, 1.1)])
+def test_exponential_matches_torch_stepped_per_epoch(spe, epochs, gamma):
+    reference = []
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+    for _ in range(epochs):
+        reference += [optimizer.param_groups[0]["lr"]] * spe
+        optimizer.step()
+        scheduler.step()
+    ours = our_lrs({"type": "exponential", "gamma": gamma}, spe, epochs)
+    assert ours == pytest.approx(reference, rel=1e-12)
+    assert ours[-1] == pytest.approx(0.1 * gamma ** (epochs - 1))
+
+
+def test_two_momentum_schedules_are_a_located_spec_error(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text(
+        "nnspec: 1\nname: t\ninput: {shape: [4]}\nnetwork: [{linear: {out: 2}}]\n"
+        "schedule:\n  lr: {type: one_cycle}\n  momentum: {type: sutskever}\n")
+    with pytest.raises(SpecError, match=r"net.yaml:7:\d+: schedule.momentum: two schedules "
+                                        r"set the momentum(.|\n)*cycle_momentum: false"):
+        load_spec(path)
+    path.write_text(path.read_text().replace("one_cycle}", "one_cycle, cycle_momentum: false}"))
+    assert load_spec(path).schedule.lr.cycle_momentum is False
