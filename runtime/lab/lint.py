@@ -254,13 +254,16 @@ def momentum_without_schedule(graph, spec) -> Iterator[Finding]:
     """SGD with momentum >= 0.9 and lr >= 0.1 but neither an lr warmup nor a momentum schedule:
     the effective step is lr / (1 - momentum), ten times the lr, from the very first step, when
     the loss is at its roughest. Sutskever et al. (2013) ramp momentum up slowly
-    (`schedule.momentum: {type: sutskever}`); Goyal et al. (2017) warm the lr up."""
+    (`schedule.momentum: {type: sutskever}`); Goyal et al. (2017) warm the lr up. `one_cycle`
+    is a warmup of its own: it starts at lr / div_factor (and, cycling momentum, replaces
+    `optimizer.momentum`)."""
     optimizer, schedule = spec.optimizer, spec.schedule
     if optimizer is None or optimizer.type != "sgd":
         return
     if optimizer.momentum < 0.9 or optimizer.lr < LARGE_LR:
         return
-    warmup = schedule is not None and schedule.lr.warmup_epochs > 0
+    warmup = schedule is not None and (schedule.lr.warmup_epochs > 0
+                                       or schedule.lr.type == "one_cycle")
     ramp = schedule is not None and schedule.momentum.type != "constant"
     if not warmup and not ramp:
         yield Finding(

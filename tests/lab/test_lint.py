@@ -216,3 +216,10 @@ def test_kaiming_with_a_tanh_gain_is_not_a_mismatch():
     )
     global_gain = _spec(init={"linear": "kaiming_normal", "nonlinearity": "tanh"}, network=network)
     assert _rules_fired(per_scheme) == _rules_fired(global_gain) == []
+
+
+def test_one_cycle_counts_as_a_warmup_for_momentum_without_schedule():
+    # one_cycle starts at lr / div_factor and ramps up: the lr warmup the rule asks for
+    assert "momentum-without-schedule" not in _rules_fired(
+        _spec(schedule={"lr": {"type": "one_cycle"}})
+    )
