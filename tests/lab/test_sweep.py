@@ -209,6 +209,18 @@ def test_every_bundled_experiment_loads_and_each_variant_compiles():
             compile_graph(spec, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
+def test_bundled_experiments_compare_fairly():
+    """Every claim rests on at least 3 seeds, and where the variants need different settings
+    (lambda for Adam+L2 vs AdamW, lr for raw vs normalised inputs) each picks its own best of a
+    grid of at least 5 values."""
+    from nnspec.runtime.lab.experiments import experiment_files, load_experiment
+
+    loaded = {name: load_experiment(path) for name, path in experiment_files().items()}
+    assert {name: e.seeds for name, e in loaded.items() if e.seeds < 3} == {}
+    assert len(loaded["adam_l2_vs_adamw"].grid["optimizer.weight_decay"]) >= 5
+    assert len(loaded["input_normalization"].grid["optimizer.lr"]) >= 5
+
+
 def test_generated_data_has_the_conditioning_it_promises():
     import numpy as np
 
