@@ -254,7 +254,8 @@ def markdown_table(outcomes: list[dict], metrics: list[str]) -> str:
     for outcome in outcomes:
         for v in outcome["verdicts"]:
             lines.append(f"- **{outcome['name']}**: {verdicts.claim_text(v)}: "
-                         f"**{v['outcome']}**{verdicts.evidence_text(v)}")  # fmt: skip
+                         f"**{v['outcome']}**{verdicts.evidence_text(v)}"
+                         f"{verdicts.points_text(v)}")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

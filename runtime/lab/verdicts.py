@@ -147,7 +147,17 @@ def rejudge(verdicts: Sequence[dict], summary: Sequence[dict], alpha: float = AL
 
 def describe(verdict: dict) -> str:
     """A verdict in one line: the claim, the outcome and the p-value(s) behind it."""
-    return f"{claim_text(verdict)}: {verdict['outcome']}{evidence_text(verdict)}"
+    return f"{claim_text(verdict)}: {verdict['outcome']}{evidence_text(verdict)}" \
+           f"{points_text(verdict)}"
+
+
+def points_text(verdict: dict) -> str:
+    """Which grid points were compared, when a variant was taken at its best of a grid."""
+    points = [side["point"] for side in (verdict.get("better_value"), verdict.get("worse_value"))
+              if side]  # fmt: skip
+    if not any("," in point for point in points):
+        return ""
+    return f" [{' vs '.join(points)}]"
 
 
 def claim_text(verdict: dict) -> str:

@@ -103,6 +103,7 @@ def test_each_variant_is_taken_at_its_best_grid_point_with_every_seed_finished()
     assert result["better_value"]["point"] == "a,lr=2"
     assert result["worse_value"]["point"] == "b,lr=1"
     assert result["outcome"] == "holds"
+    assert describe(result).endswith(" [a,lr=2 vs b,lr=1]")
 
 
 def test_fewer_than_two_finished_runs_is_inconclusive_and_says_so():
