@@ -173,14 +173,13 @@ def evidence_text(verdict: dict) -> str:
     if verdict.get("p_value") is None:
         return f" ({verdict['reason']})" if verdict.get("reason") else ""
     if verdict.get("equivalent_within") is not None:
-        return f" (TOST p = {_p(verdict['p_value'])}, outside margin p = " \
-               f"{_p(verdict['p_outside'])})"
-    return f" (Welch one-sided p = {_p(verdict['p_value'])}, " \
-           f"opposite p = {_p(verdict['p_opposite'])})"
+        return f" (TOST p {_p(verdict['p_value'])}, outside margin p {_p(verdict['p_outside'])})"
+    return f" (Welch one-sided p {_p(verdict['p_value'])}, opposite p {_p(verdict['p_opposite'])})"
 
 
 def _p(value: float) -> str:
-    return "< 1e-4" if value < 1e-4 else f"{value:.2g}" if value < 0.01 else f"{value:.3f}"
+    """`= 0.034`, `= 0.0061` or `< 1e-4`."""
+    return "< 1e-4" if value < 1e-4 else f"= {value:.2g}" if value < 0.01 else f"= {value:.3f}"
 
 
 def _without_results(expectation: Expectation, summary: Sequence[dict],
