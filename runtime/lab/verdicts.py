@@ -124,7 +124,9 @@ def judge(expectation: Expectation, summary: Sequence[dict], alpha: float = ALPH
     if better is None or worse is None:
         return {**verdict, **_without_results(expectation, summary, better, worse)}
     if min(better["n"], worse["n"]) < 2:
-        return {**verdict, "outcome": TOO_FEW, "p_value": None}
+        counts = ", ".join(f"{side['n']} of {side['point']}" for side in (better, worse))
+        return {**verdict, "outcome": TOO_FEW, "p_value": None,
+                "reason": f"finished runs: {counts}"}  # fmt: skip
     a = Sample(better["mean"], better["std"], better["n"])
     b = Sample(worse["mean"], worse["std"], worse["n"])
     if expectation.equivalent_within is not None:

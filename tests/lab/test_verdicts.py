@@ -113,6 +113,7 @@ def test_fewer_than_two_finished_runs_is_inconclusive_and_says_so():
     survivor = verdict(_experiment(claim), _summary({"a": [0.99, None, None], "b": [0.1, 0.2]}))
     assert survivor[0]["outcome"] == "inconclusive (n < 2)"
     assert survivor[0]["better_value"]["n"] == 1
+    assert describe(survivor[0]).endswith(": inconclusive (n < 2) (finished runs: 1 of a, 2 of b)")
 
 
 def test_a_variant_whose_runs_all_failed_counts_as_worst():
