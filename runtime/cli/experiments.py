@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nnspec.compiler.errors import UsageError
-    from nnspec.runtime.lab import experiments
+    from nnspec.runtime.lab import experiments, verdicts
 
     directory = args.dir or experiments.EXPERIMENTS_DIR
     paths = experiments.select_experiments(args.names, directory)
@@ -38,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
             path = args.out / experiment.name / experiments.OUTCOME_FILE
             if not path.is_file():
                 raise UsageError(f"{experiment.name} has no outcome in {args.out}; run it first")
-            outcomes.append(json.loads(path.read_text()))
+            outcome = json.loads(path.read_text())
+            # stored summaries are re-judged by the current rule and expectations
+            outcome["verdicts"] = experiments.verdict(experiment, outcome["summary"])
+            outcomes.append(outcome)
         metrics = ["test_accuracy", "last_train_loss", "params"]
         print(experiments.markdown_table(outcomes, metrics), end="")
         return 0
@@ -53,8 +56,5 @@ def run(args: argparse.Namespace) -> int:
             on_outcome=lambda o: print(f"   {o.run.relative_dir}: {o.status}", flush=True),
         )
         for item in outcome["verdicts"]:
-            print(
-                f"   {item['better']} better than {item['worse']} on {item['metric']}: "
-                f"{item['outcome']}"
-            )
+            print(f"   {verdicts.describe(item)}")
     return 0

@@ -7,6 +7,7 @@ Public API:
     run_sweep(settings) / parse_grid(...)    grids of overrides x seeds (`nnspec sweep`)
     execute_sweep(backend, runs, out, ...)   the grid on a backend: local, Ray Tune
     load_experiment / run_experiment         the lecture's claims (`nnspec experiments`)
+    rejudge(verdicts, summary)               stored verdicts by the current rule (Welch / TOST)
     build_report(paths, out)                 self-contained HTML report (`nnspec report`)
     graph_to_dot / render_svg                Graphviz drawings (`nnspec graph`)
 """
@@ -18,7 +19,7 @@ _EXPORTS = {
     "model_spectrum": "hessian", "estimate_spectrum": "hessian",
     "run_sweep": "sweep", "parse_grid": "sweep", "SweepSettings": "sweep",
     "execute_sweep": "sweep", "BackendOptions": "sweep", "BACKENDS": "sweep",
-    "load_experiment": "experiments", "run_experiment": "experiments",
+    "load_experiment": "experiments", "run_experiment": "experiments", "rejudge": "verdicts",
     "build_report": "report", "graph_to_dot": "graph_draw", "render_svg": "graph_draw",
     "torchvision_figures": "zoo_reference",
 }

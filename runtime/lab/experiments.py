@@ -4,7 +4,8 @@ An experiment file (`specs/experiments/*.yaml`) names a claim, a base spec (inli
 the variants that the claim compares (each a set of spec overrides), optional extra grid axes,
 seeds, epochs and data. Data is the bundled digits set or a generated `.npz` (for claims about
 optimisation geometry). `run_experiment` runs it as a sweep and `verdict` compares the variants
-the way the claim predicts, reporting "holds", "does not hold" or "inconclusive".
+the way the claim predicts, reporting "holds", "does not hold" or "inconclusive" by the
+statistical rule of `verdicts.py`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from nnspec.compiler.errors import Problem, SpecError, UsageError
 from nnspec.compiler.load import read_source
 from nnspec.compiler.resources import specs_dir
 from nnspec.compiler.suggest import did_you_mean
-from nnspec.runtime.lab import sweep
+from nnspec.runtime.lab import sweep, verdicts
+from nnspec.runtime.lab.verdicts import Expectation
 
 EXPERIMENTS_DIR = specs_dir() / "experiments"
 OUTCOME_FILE = "outcome.json"
@@ -49,15 +51,6 @@ class GeneratedData(_Strict):
     condition: float = Field(1000.0, gt=1)
     scale: float = Field(1000.0, gt=0)
     seed: int = 0
-
-
-class Expectation(_Strict):
-    """The claim's prediction: `better` beats `worse` on `metric`."""
-
-    better: str
-    worse: str
-    metric: str
-    lower_is_better: bool = False
 
 
 class Experiment(_Strict):
@@ -195,48 +188,9 @@ def generate_data(config: GeneratedData) -> tuple[np.ndarray, np.ndarray]:
 
 
 def verdict(experiment: Experiment, summary: list[dict]) -> list[dict]:
-    """Each expectation judged on the variant means: holds when the gap exceeds the larger std.
-
-    With extra grid axes, each variant is taken at its best grid point for the metric (e.g. its
-    best learning rate). A variant whose runs all failed (e.g. training diverged) counts as
-    worst.
-    """
-    results = []
-    for expectation in experiment.expect:
-        better = _best(summary, expectation.better, expectation)
-        worse = _best(summary, expectation.worse, expectation)
-        outcome = _judge(better, worse, expectation.lower_is_better)
-        results.append({**expectation.model_dump(), "outcome": outcome,
-                        "better_value": better, "worse_value": worse})  # fmt: skip
-    return results
-
-
-def _best(summary: list[dict], variant: str, expectation: Expectation) -> dict | None:
-    stats = [
-        entry[expectation.metric]
-        for entry in summary
-        if entry["point"].split(",", 1)[0] == variant and expectation.metric in entry
-    ]
-    if not stats:
-        return None
-    pick = min if expectation.lower_is_better else max
-    return pick(stats, key=lambda stat: stat["mean"])
-
-
-def _judge(better: dict | None, worse: dict | None, lower_is_better: bool) -> str:
-    if better is None and worse is None:
-        return "no result"
-    if better is None:
-        return "does not hold"
-    if worse is None:
-        return "holds"
-    gap = better["mean"] - worse["mean"]
-    if lower_is_better:
-        gap = -gap
-    noise = max(better["std"], worse["std"])
-    if abs(gap) <= noise:
-        return "inconclusive"
-    return "holds" if gap > 0 else "does not hold"
+    """Each expectation judged on the sweep summary by the rule of `verdicts` (Welch's t-test,
+    or TOST for `equivalent_within`), each variant at its best grid point."""
+    return verdicts.judge_all(experiment.expect, summary)
 
 
 def run_experiment(
@@ -262,7 +216,8 @@ def _add_parameter_counts(summary: list[dict], runs: list, settings) -> None:
     overrides = {run.point.name: list(run.point.overrides) for run in runs}
     for entry in summary:
         params = summarize(compile_graph(settings.spec, overrides[entry["point"]]))["params"]
-        entry["params"] = {"mean": float(params), "std": 0.0}
+        # exact, not sampled: every planned run has this count, finished or not
+        entry["params"] = {"mean": float(params), "std": 0.0, "n": entry["runs"]}
 
 
 def write_outcome(experiment: Experiment, out_dir: Path, summary: list[dict]) -> dict:
@@ -298,10 +253,9 @@ def markdown_table(outcomes: list[dict], metrics: list[str]) -> str:
     lines.append("")
     for outcome in outcomes:
         for v in outcome["verdicts"]:
-            lines.append(
-                f"- **{outcome['name']}**: {v['better']} better than {v['worse']} on "
-                f"{v['metric']}: **{v['outcome']}**"
-            )
+            lines.append(f"- **{outcome['name']}**: {verdicts.claim_text(v)}: "
+                         f"**{v['outcome']}**{verdicts.evidence_text(v)}"
+                         f"{verdicts.points_text(v)}")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

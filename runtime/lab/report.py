@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nnspec.compiler.errors import UsageError
 from nnspec.compiler.resources import templates_dir
+from nnspec.runtime.lab import verdicts
 from nnspec.runtime.lab.sweep import (
     FINAL_FILE,
     METRICS_FILE,
@@ -164,10 +165,9 @@ def sweep_section(path: Path) -> SweepSection:
     if outcome_path.is_file():
         outcome = json.loads(outcome_path.read_text())
         section.claim = " ".join(outcome["claim"].split())
-        section.verdicts = [
-            f"{v['better']} better than {v['worse']} on {v['metric']}: {v['outcome']}"
-            for v in outcome["verdicts"]
-        ]
+        # judged again by the current rule, from the stored summary (or the sweep's own)
+        judged = verdicts.rejudge(outcome["verdicts"], outcome.get("summary", summary))
+        section.verdicts = [f"{verdicts.describe(v)}; rule: {v['rule']}" for v in judged]
     curves = sweep_curves(path, results["rows"])
     if curves is not None:
         section.figures.append(Figure("accuracy per epoch, mean over seeds", _png(curves)))

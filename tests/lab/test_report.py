@@ -83,8 +83,9 @@ def run_and_sweep(tmp_path_factory) -> tuple[Path, Path]:
     run_sweep(runs, sweep_dir, fake_train)
     rows = collect_rows(sweep_dir, runs)
     write_results(sweep_dir, rows, summarise(rows))
+    # stored by an older rule: the report judges the sweep's summary again
     verdict = {"better": "momentum=0.9", "worse": "momentum=0", "metric": "test_accuracy",
-               "outcome": "holds"}  # fmt: skip
+               "outcome": "inconclusive"}  # fmt: skip
     (sweep_dir / "outcome.json").write_text(
         json.dumps({"claim": "momentum  helps", "verdicts": [verdict]})
     )
@@ -130,7 +131,14 @@ def test_report_tables_and_escaping(report):
     assert "0.93 ± 0.036" in html  # momentum=0.9: 0.90, 0.92, 0.97
     assert "0.83 ± 0.036" in html  # momentum=0: 0.80, 0.82, 0.87
     assert "<strong>Claim:</strong> momentum helps</p>" in html
-    assert "<li>momentum=0.9 better than momentum=0 on test_accuracy: holds</li>" in html
+    from scipy import stats
+
+    p = stats.ttest_ind([0.90, 0.92, 0.97], [0.80, 0.82, 0.87], equal_var=False,
+                        alternative="greater").pvalue  # fmt: skip
+    assert 0.01 < p < 0.05  # printed with three decimals
+    assert (f"<li>momentum=0.9 better than momentum=0 on test_accuracy: holds (Welch one-sided "
+            f"p = {p:.3f}, opposite p = {1 - p:.3f}); rule: Welch t-test, one-sided in the "
+            "predicted direction, alpha 0.05</li>") in html  # fmt: skip
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
     assert "Run: run&lt;1&gt;" in html
     assert "<td>conv1</td><td>conv</td><td>4×8×8</td><td>36</td>" in html
