@@ -22,7 +22,8 @@ from nnspec.compiler.errors import Problem, SpecError, UsageError
 from nnspec.compiler.load import read_source
 from nnspec.compiler.resources import specs_dir
 from nnspec.compiler.suggest import did_you_mean
-from nnspec.runtime.lab import sweep
+from nnspec.runtime.lab import experiment_metrics, sweep
+from nnspec.runtime.lab.experiment_metrics import HessianRecording, Target
 
 EXPERIMENTS_DIR = specs_dir() / "experiments"
 OUTCOME_FILE = "outcome.json"
@@ -58,6 +59,8 @@ class Expectation(_Strict):
     worse: str
     metric: str
     lower_is_better: bool = False
+    equivalent_within: float | None = Field(None, gt=0)
+    """The claim is that the two do *not* differ by more than this (see experiment_metrics)."""
 
 
 class Experiment(_Strict):
@@ -72,6 +75,8 @@ class Experiment(_Strict):
     seeds: PositiveInt = 2
     expect: list[Expectation] = Field(default_factory=list)
     metrics: list[str] = Field(default_factory=lambda: ["test_accuracy"])
+    targets: dict[str, Target] = Field(default_factory=dict)
+    hessian: HessianRecording | None = None
     note: str = ""
     source: str = ""  # file it was read from (set by load_experiment)
 
@@ -203,6 +208,11 @@ def verdict(experiment: Experiment, summary: list[dict]) -> list[dict]:
     """
     results = []
     for expectation in experiment.expect:
+        if expectation.equivalent_within is not None:
+            results.append({**expectation.model_dump(), **experiment_metrics.equivalence_verdict(
+                expectation.better, expectation.worse, expectation.metric,
+                expectation.equivalent_within, summary, expectation.lower_is_better)})
+            continue
         better = _best(summary, expectation.better, expectation)
         worse = _best(summary, expectation.worse, expectation)
         outcome = _judge(better, worse, expectation.lower_is_better)
@@ -248,6 +258,10 @@ def run_experiment(
     runner = sweep.subprocess_runner(settings, single_thread=parallel > 1)
     sweep.run_sweep(runs, out_dir, runner, parallel, on_outcome=on_outcome)
     rows = sweep.collect_rows(out_dir, runs)
+    experiment_metrics.add_run_metrics(
+        rows, [out_dir / r.relative_dir for r in runs], experiment.targets, experiment.hessian,
+        experiment.epochs,
+    )
     summary = sweep.summarise(rows)
     _add_parameter_counts(summary, runs, settings)
     sweep.write_results(out_dir, rows, summary)
