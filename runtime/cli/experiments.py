@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from nnspec.compiler.errors import UsageError
     from nnspec.runtime.lab import experiments
+    from nnspec.runtime.lab.experiment_metrics import DERIVED_PREFIXES, expectation_text
 
     directory = args.dir or experiments.EXPERIMENTS_DIR
     paths = experiments.select_experiments(args.names, directory)
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"{experiment.name} has no outcome in {args.out}; run it first")
             outcomes.append(json.loads(path.read_text()))
         metrics = ["test_accuracy", "last_train_loss", "params"]
+        metrics += sorted({k for o in outcomes for e in o["summary"] for k in e
+                           if k.startswith(DERIVED_PREFIXES)})  # fmt: skip
         print(experiments.markdown_table(outcomes, metrics), end="")
         return 0
     updates = {k: v for k, v in (("epochs", args.epochs), ("seeds", args.seeds)) if v}
@@ -53,8 +56,5 @@ def run(args: argparse.Namespace) -> int:
             on_outcome=lambda o: print(f"   {o.run.relative_dir}: {o.status}", flush=True),
         )
         for item in outcome["verdicts"]:
-            print(
-                f"   {item['better']} better than {item['worse']} on {item['metric']}: "
-                f"{item['outcome']}"
-            )
+            print(f"   {expectation_text(item)}: {item['outcome']}")
     return 0

@@ -30,6 +30,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, PositiveInt, model_validator
 
 HESSIAN_METRICS_FILE = "experiment_hessian.json"
+DERIVED_PREFIXES = ("epochs_to_", "reached_", "hessian_")
+"""How the columns added here begin (the report shows them beside a sweep's usual ones)."""
 
 
 class Target(BaseModel):
@@ -186,6 +188,14 @@ def equivalence_verdict(
     else:
         outcome = "inconclusive"
     return {**result, "outcome": outcome, "difference": difference, "interval": [low, high]}
+
+
+def expectation_text(verdict: dict) -> str:
+    """The prediction a verdict judged, in words: `a better than b on m` or, for an
+    equivalence, `a within ±0.01 of b on m`."""
+    margin = verdict.get("equivalent_within")
+    relation = "better than" if margin is None else f"within ±{margin:g} of"
+    return f"{verdict['better']} {relation} {verdict['worse']} on {verdict['metric']}"
 
 
 def difference_interval(

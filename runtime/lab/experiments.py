@@ -302,8 +302,8 @@ def markdown_table(outcomes: list[dict], metrics: list[str]) -> str:
             cells = [f"{entry['finished']}/{entry['runs']}"]
             for metric in metrics:
                 stat = entry.get(metric)
-                if stat is None:
-                    cells.append("failed")
+                if stat is None:  # no finished run, or a metric this experiment does not measure
+                    cells.append("failed" if not entry["finished"] else "–")
                 elif metric == "params":
                     cells.append(f"{int(stat['mean']):,}")
                 else:
@@ -313,8 +313,8 @@ def markdown_table(outcomes: list[dict], metrics: list[str]) -> str:
     for outcome in outcomes:
         for v in outcome["verdicts"]:
             lines.append(
-                f"- **{outcome['name']}**: {v['better']} better than {v['worse']} on "
-                f"{v['metric']}: **{v['outcome']}**"
+                f"- **{outcome['name']}**: {experiment_metrics.expectation_text(v)}: "
+                f"**{v['outcome']}**"
             )
     return "\n".join(lines) + "\n"
 

@@ -256,3 +256,47 @@ def test_dropout_experiment_runs_and_counts_epochs_to_its_target(tmp_path):
         assert entry["epochs_to_train_loss"]["mean"] == expected
         assert entry["reached_train_loss"]["mean"] == float(expected <= 2)
     assert outcome["verdicts"][0]["metric"] == "epochs_to_train_loss"
+
+
+# ------------------------------------------------------------------------------ display
+
+
+def _outcome_with_derived_columns():
+    return {
+        "name": "norms",
+        "claim": "ln at batch 2 is as good as at 64",
+        "summary": [
+            {"point": "ln_batch2", "runs": 3, "finished": 3,
+             "test_accuracy": {"mean": 0.95, "std": 0.01},
+             "epochs_to_train_loss": {"mean": 4.0, "std": 1.0}},
+            {"point": "ln_batch64", "runs": 3, "finished": 3,
+             "test_accuracy": {"mean": 0.96, "std": 0.01}},
+        ],
+        "verdicts": [{"better": "ln_batch2", "worse": "ln_batch64", "metric": "test_accuracy",
+                      "equivalent_within": 0.02, "outcome": "inconclusive"}],
+    }  # fmt: skip
+
+
+def test_the_table_names_an_equivalence_and_leaves_unmeasured_cells_blank():
+    from nnspec.runtime.lab.experiments import markdown_table
+
+    lines = markdown_table([_outcome_with_derived_columns()],
+                           ["test_accuracy", "epochs_to_train_loss"]).splitlines()  # fmt: skip
+    assert lines[2] == "| norms | ln_batch2 | 3/3 | 0.95 ± 0.01 | 4 ± 1 |"
+    assert lines[3] == "| norms | ln_batch64 | 3/3 | 0.96 ± 0.01 | – |"  # measured, not failed
+    assert lines[-1] == (
+        "- **norms**: ln_batch2 within ±0.02 of ln_batch64 on test_accuracy: **inconclusive**"
+    )
+
+
+def test_the_report_shows_derived_columns_and_equivalence_verdicts(tmp_path):
+    from nnspec.runtime.lab.report import sweep_section
+
+    outcome = _outcome_with_derived_columns()
+    (tmp_path / "results.json").write_text(json.dumps({"rows": [], "summary": outcome["summary"]}))
+    (tmp_path / "outcome.json").write_text(json.dumps(outcome))
+    section = sweep_section(tmp_path)
+    assert section.columns == ["point", "runs", "test_accuracy", "epochs_to_train_loss"]
+    assert section.verdicts == [
+        "ln_batch2 within ±0.02 of ln_batch64 on test_accuracy: inconclusive"
+    ]
