@@ -41,9 +41,12 @@ class GeneratedData(_Strict):
     Hessian with condition number about `condition`.
     `scale_gap`: the bundled digits as channel 0 and their transpose times `scale` as
     channel 1, two informative channels `scale` times apart.
+    `scale_split`: the bundled digits with their right half (columns 4-7) times `scale`, so
+    the pixels that tell digits apart are split between two scales and neither half is a copy
+    of the other.
     """
 
-    generate: Literal["ill_conditioned", "scale_gap"]
+    generate: Literal["ill_conditioned", "scale_gap", "scale_split"]
     samples: PositiveInt = 2000
     features: PositiveInt = 20
     classes: PositiveInt = 2
@@ -195,6 +198,10 @@ def generate_data(config: GeneratedData) -> tuple[np.ndarray, np.ndarray]:
     from nnspec.runtime.train.data import digits_arrays
 
     images, labels = digits_arrays()
+    if config.generate == "scale_split":
+        split = images.astype(np.float32)
+        split[..., 4:] *= config.scale
+        return split, labels.astype(np.int64)
     gap = np.concatenate([images, np.swapaxes(images, 2, 3) * config.scale], axis=1)
     return gap, labels.astype(np.int64)
 

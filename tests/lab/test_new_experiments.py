@@ -300,3 +300,17 @@ def test_the_report_shows_derived_columns_and_equivalence_verdicts(tmp_path):
     assert section.verdicts == [
         "ln_batch2 within ±0.02 of ln_batch64 on test_accuracy: inconclusive"
     ]
+
+
+def test_scale_split_data_scales_the_right_half_of_each_digit():
+    import numpy as np
+
+    from nnspec.runtime.lab.experiments import GeneratedData, generate_data
+    from nnspec.runtime.train.data import digits_arrays
+
+    images, labels = digits_arrays()
+    x, y = generate_data(GeneratedData(generate="scale_split", scale=1000))
+    assert x.shape == images.shape and x.dtype == np.float32
+    np.testing.assert_array_equal(x[..., :4], images[..., :4])
+    np.testing.assert_allclose(x[..., 4:], images[..., 4:] * 1000)
+    np.testing.assert_array_equal(y, labels)
