@@ -56,6 +56,14 @@ def test_variants_differ_only_in_what_the_claim_compares():
 
     residual = specs("residual_hessian")
     assert params(residual["plain"]) == params(residual["residual"])  # same layers
+
+    def block_ends(spec):  # the last linear layer of each residual body
+        return [m for name, m in build_model(spec).named_modules()
+                if name.startswith("res_unit") and name.endswith("linear2")]  # fmt: skip
+
+    assert len(block_ends(residual["residual_zero_init"])) == 6
+    assert not any(m.weight.any() for m in block_ends(residual["residual_zero_init"]))
+    assert all(m.weight.any() for m in block_ends(residual["residual"]))
     affine = specs("bn_affine")
     model = build_model(affine["no_affine"])
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
