@@ -246,6 +246,22 @@ def test_hessian_at_init_is_the_trainers_starting_point(tmp_path):
     assert other_metrics["hessian_top_init"] != pytest.approx(metrics["hessian_top_init"])
 
 
+def test_rows_of_finished_runs_get_the_derived_columns(tmp_path):
+    from nnspec.runtime.lab.experiment_metrics import add_run_metrics
+    from nnspec.runtime.lab.sweep import read_metrics
+
+    run_dir = _tiny_run(tmp_path, lr=0.1)
+    rows = [{"status": "finished"}, {"status": "missing"}]
+    recording = HessianRecording(at=["init"], batches=1, batch_size=32, steps=5, trace_samples=2)
+    add_run_metrics(rows, [run_dir, tmp_path / "never_ran"],
+                    {"train_loss": Target(below=100.0)}, recording, epochs=1)  # fmt: skip
+    assert rows[1] == {"status": "missing"}  # a run that did not finish gets nothing
+    assert rows[0]["epochs_to_train_loss"] == 1 and rows[0]["reached_train_loss"] == 1
+    assert read_metrics(run_dir)[0]["train_loss"] <= 100.0
+    cached = json.loads((run_dir / "experiment_hessian.json").read_text())["metrics"]
+    assert rows[0]["hessian_top_init"] == cached["hessian_top_init"]
+
+
 # ------------------------------------------------------------------------------ end to end
 
 
