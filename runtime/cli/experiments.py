@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from nnspec.compiler.errors import UsageError
     from nnspec.runtime.lab import experiments, verdicts
+    from nnspec.runtime.lab.experiment_metrics import DERIVED_PREFIXES
 
     directory = args.dir or experiments.EXPERIMENTS_DIR
     paths = experiments.select_experiments(args.names, directory)
@@ -43,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
             outcome["verdicts"] = experiments.verdict(experiment, outcome["summary"])
             outcomes.append(outcome)
         metrics = ["test_accuracy", "last_train_loss", "params"]
+        metrics += sorted({k for o in outcomes for e in o["summary"] for k in e
+                           if k.startswith(DERIVED_PREFIXES)})  # fmt: skip
         print(experiments.markdown_table(outcomes, metrics), end="")
         return 0
     updates = {k: v for k, v in (("epochs", args.epochs), ("seeds", args.seeds)) if v}

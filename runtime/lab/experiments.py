@@ -23,7 +23,8 @@ from nnspec.compiler.errors import Problem, SpecError, UsageError
 from nnspec.compiler.load import read_source
 from nnspec.compiler.resources import specs_dir
 from nnspec.compiler.suggest import did_you_mean
-from nnspec.runtime.lab import sweep, verdicts
+from nnspec.runtime.lab import experiment_metrics, sweep, verdicts
+from nnspec.runtime.lab.experiment_metrics import HessianRecording, Target
 from nnspec.runtime.lab.verdicts import Expectation
 
 EXPERIMENTS_DIR = specs_dir() / "experiments"
@@ -42,9 +43,12 @@ class GeneratedData(_Strict):
     Hessian with condition number about `condition`.
     `scale_gap`: the bundled digits as channel 0 and their transpose times `scale` as
     channel 1, two informative channels `scale` times apart.
+    `scale_split`: the bundled digits with their right half (columns 4-7) times `scale`, so
+    the pixels that tell digits apart are split between two scales and neither half is a copy
+    of the other.
     """
 
-    generate: Literal["ill_conditioned", "scale_gap"]
+    generate: Literal["ill_conditioned", "scale_gap", "scale_split"]
     samples: PositiveInt = 2000
     features: PositiveInt = 20
     classes: PositiveInt = 2
@@ -65,6 +69,8 @@ class Experiment(_Strict):
     seeds: PositiveInt = 2
     expect: list[Expectation] = Field(default_factory=list)
     metrics: list[str] = Field(default_factory=lambda: ["test_accuracy"])
+    targets: dict[str, Target] = Field(default_factory=dict)
+    hessian: HessianRecording | None = None
     note: str = ""
     source: str = ""  # file it was read from (set by load_experiment)
 
@@ -183,6 +189,10 @@ def generate_data(config: GeneratedData) -> tuple[np.ndarray, np.ndarray]:
     from nnspec.runtime.train.data import digits_arrays
 
     images, labels = digits_arrays()
+    if config.generate == "scale_split":
+        split = images.astype(np.float32)
+        split[..., 4:] *= config.scale
+        return split, labels.astype(np.int64)
     gap = np.concatenate([images, np.swapaxes(images, 2, 3) * config.scale], axis=1)
     return gap, labels.astype(np.int64)
 
@@ -202,6 +212,10 @@ def run_experiment(
     runner = sweep.subprocess_runner(settings, single_thread=parallel > 1)
     sweep.run_sweep(runs, out_dir, runner, parallel, on_outcome=on_outcome)
     rows = sweep.collect_rows(out_dir, runs)
+    experiment_metrics.add_run_metrics(
+        rows, [out_dir / r.relative_dir for r in runs], experiment.targets, experiment.hessian,
+        experiment.epochs,
+    )
     summary = sweep.summarise(rows)
     _add_parameter_counts(summary, runs, settings)
     sweep.write_results(out_dir, rows, summary)
@@ -243,8 +257,8 @@ def markdown_table(outcomes: list[dict], metrics: list[str]) -> str:
             cells = [f"{entry['finished']}/{entry['runs']}"]
             for metric in metrics:
                 stat = entry.get(metric)
-                if stat is None:
-                    cells.append("failed")
+                if stat is None:  # no finished run, or a metric this experiment does not measure
+                    cells.append("failed" if not entry["finished"] else "–")
                 elif metric == "params":
                     cells.append(f"{int(stat['mean']):,}")
                 else:

@@ -17,6 +17,7 @@ from pathlib import Path
 from nnspec.compiler.errors import UsageError
 from nnspec.compiler.resources import templates_dir
 from nnspec.runtime.lab import verdicts
+from nnspec.runtime.lab.experiment_metrics import DERIVED_PREFIXES
 from nnspec.runtime.lab.sweep import (
     FINAL_FILE,
     METRICS_FILE,
@@ -155,6 +156,9 @@ def sweep_section(path: Path) -> SweepSection:
     summary = results["summary"]
     present = {k for entry in summary for k, v in entry.items() if isinstance(v, dict)}
     metric_columns = [c for c in SWEEP_COLUMNS if c in present] or sorted(present)
+    metric_columns += [
+        c for c in sorted(present) if c.startswith(DERIVED_PREFIXES) and c not in metric_columns
+    ]
     columns = ["point", "runs", *metric_columns]
     rows = summary_rows(summary, metric_columns, missing="–")
     spec = ""
