@@ -18,13 +18,7 @@ from nnspec.compiler.training_schema import OptimizerConfig
 from nnspec.runtime.cli import main
 from nnspec.runtime.train.optim import build_optimizer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ill_conditioned(n: int = 256, features: int = 10, seed: int = 0):

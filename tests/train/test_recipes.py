@@ -18,13 +18,7 @@ from nnspec.runtime.train.data import load_data
 from nnspec.runtime.train.trainer import TrainOptions, train
 from tests.train.test_train import SimulatedKill, kill_after_epoch
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(spec: dict, out, **options) -> dict:

@@ -23,12 +23,7 @@ from tests.train.task_data import write_two_stream_npz
 EXAMPLES = Path(__file__).parents[2] / "specs" / "examples"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _quiet(_: str) -> None:

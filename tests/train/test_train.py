@@ -21,14 +21,7 @@ from nnspec.runtime.train.data import channel_stats, load_data
 from nnspec.runtime.train.evaluate import evaluate_run
 from nnspec.runtime.train.trainer import TrainOptions, train, training_loss
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared machine: one thread avoids OpenMP contention with other jobs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cnn(**sections) -> dict:
