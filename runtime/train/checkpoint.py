@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import uuid
@@ -183,6 +184,18 @@ def restore_rng(states: dict[str, torch.Tensor]) -> None:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2))
+
+
+def strict_json(value):
+    """`value` with every non-finite float (NaN, ±inf) replaced by None, so that the file is
+    JSON that any parser reads (JavaScript's JSON.parse and jq reject bare NaN tokens)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -39,6 +39,7 @@ from nnspec.runtime.train.checkpoint import (
     load_checkpoint,
     restore_rng,
     save_checkpoint,
+    strict_json,
     write_json_atomic,
     write_text_atomic,
 )
@@ -454,7 +455,8 @@ class _Run:
             }
         )
         if self.ctx.is_main:
-            write_json_atomic(self.run_dir / "final.json", final)
+            # a metric without data (no validation split) is NaN in memory, null in the file
+            write_json_atomic(self.run_dir / "final.json", strict_json(final))
             run.tracking.log_final(final, [self.run_dir / "final.json"])
         self.log(
             f"test {metric_text(test)} (best epoch {final['best_epoch']}, "

@@ -236,4 +236,10 @@ def test_without_a_validation_split_the_run_still_ends_tested(tmp_path):
     final = train(spec, TrainOptions(out=tmp_path / "run", progress=False, device="cpu"), _quiet)
     # without validation data nothing can be compared (early_stopping.py): the newest epoch is best
     assert final["best_epoch"] == 2 and final["epochs"] == 2 and final["test_count"] == 359
+    # what has no data is null in final.json, which stays JSON any parser reads (no NaN tokens)
+    def refuse(token):
+        raise AssertionError(f"final.json holds {token}")
+
+    written = json.loads((tmp_path / "run" / "final.json").read_text(), parse_constant=refuse)
+    assert np.isnan(final["best_value"]) and written["best_value"] is None
     assert final["test_accuracy"] > 0.2
