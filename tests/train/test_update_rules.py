@@ -62,15 +62,19 @@ def nnspec_weights(optimizer_config: dict, schedule: dict = WARMUP_COSINE) -> np
     return model.weight.detach().numpy()
 
 
+def with_decay(w: np.ndarray, g: np.ndarray, lr: float, decay: str):
+    """The documented decay step: L2 adds lambda w to the gradient; decoupled shrinks the
+    weight by lr lambda before the update. Returns (w, g)."""
+    if decay == "l2":
+        return w, g + LAMBDA * w
+    return w * (1 - lr * LAMBDA), g
+
+
 def documented_sgd(mu: float, decay: str, nesterov: bool = False, lrs=documented_lr):
     w, b = W0.copy(), np.zeros(3)
     for step in range(SPE * EPOCHS):
         lr = lrs(step)
-        g = grad(w)
-        if decay == "l2":
-            g = g + LAMBDA * w
-        else:
-            w = w * (1 - lr * LAMBDA)
+        w, g = with_decay(w, grad(w), lr, decay)
         b = mu * b + g
         w = w - lr * ((g + mu * b) if nesterov else b)
     return w
@@ -80,11 +84,7 @@ def documented_adam(decoupled: bool, b1: float = 0.9, b2: float = 0.999, eps: fl
     w, m, s = W0.copy(), np.zeros(3), np.zeros(3)
     for step in range(SPE * EPOCHS):
         t, lr = step + 1, documented_lr(step)
-        g = grad(w)
-        if decoupled:
-            w = w * (1 - lr * LAMBDA)
-        else:
-            g = g + LAMBDA * w
+        w, g = with_decay(w, grad(w), lr, "decoupled" if decoupled else "l2")
         m = b1 * m + (1 - b1) * g
         s = b2 * s + (1 - b2) * g * g
         w = w - lr * (m / (1 - b1**t)) / (np.sqrt(s / (1 - b2**t)) + eps)
@@ -95,11 +95,7 @@ def documented_rmsprop(mu: float, decay: str, alpha: float = 0.99, eps: float = 
     w, s, b = W0.copy(), np.zeros(3), np.zeros(3)
     for step in range(SPE * EPOCHS):
         lr = documented_lr(step)
-        g = grad(w)
-        if decay == "l2":
-            g = g + LAMBDA * w
-        else:
-            w = w * (1 - lr * LAMBDA)
+        w, g = with_decay(w, grad(w), lr, decay)
         s = alpha * s + (1 - alpha) * g * g
         if mu:
             b = mu * b + g / (np.sqrt(s) + eps)
