@@ -70,12 +70,6 @@ def node_schemes(node, config: InitConfig) -> tuple[InitScheme | None, InitSchem
     return weight, bias
 
 
-def is_bias(name: str) -> bool:
-    """A parameter the `bias` scheme initialises: `bias`, `in_proj_bias`, LSTM's `bias_ih_l0`
-    (not the relative position bias table of attention: a learned table, like a weight)."""
-    return torch_named_bias(name)
-
-
 def keeps_init(module: nn.Module, pname: str) -> bool:
     """A parameter whose module gives it a meaning of its own (Swin V2's attention temperature,
     `keeps_init = ("logit_scale",)`), which a spec's weight and bias schemes leave alone."""
@@ -96,7 +90,7 @@ def initialize(model: nn.Module, graph: Graph, config: InitConfig) -> None:
         for pname, param in module.named_parameters():
             if keeps_init(module, pname):
                 continue
-            scheme = bias if is_bias(pname) else weight
+            scheme = bias if torch_named_bias(pname) else weight
             if not given(scheme):
                 continue
             if scheme.scheme in _FAN_BASED and param.dim() < 2:

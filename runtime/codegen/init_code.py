@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nnspec.compiler.init import is_bias, keeps_init
+from nnspec.compiler.init import keeps_init
 from nnspec.compiler.layers import get_kind
+from nnspec.compiler.layers.registry import torch_named_bias
 from nnspec.compiler.schema import InitConfig, InitScheme
 from nnspec.runtime.codegen.format import Brackets, Call, Code, flat, layout
 from nnspec.runtime.codegen.modules import class_expression
@@ -86,7 +87,7 @@ def _param_scheme(node, pname: str, config: InitConfig) -> InitScheme | None:
         else None
     )
     bias = node.init.bias if node.init and node.init.bias else config.bias
-    scheme = bias if is_bias(pname) else weight
+    scheme = bias if torch_named_bias(pname) else weight
     return None if scheme is None or scheme.scheme == "default" else scheme
 
 
